@@ -1,0 +1,36 @@
+"""The three roles and what each may do, by model permission codename ("app_label.codename").
+
+An entry "app_label.*" grants every permission of that app; "app_label.view_*" every view permission.
+Later issues add their models here; the groups are rebuilt after each migrate."""
+
+ADMINISTRATOR = "Administrator"
+SUPERVISOR = "Supervisor"
+AGENT = "Agent"
+
+ROLE_PERMISSIONS: dict[str, list[str]] = {
+    ADMINISTRATOR: [
+        "auth.*",
+        "authtoken.*",
+        "omnichannel.*",
+        "channels_line.*",
+        "routing.*",
+        "agents.*",
+    ],
+    SUPERVISOR: [
+        "omnichannel.*",
+        "channels_line.view_*",
+        "routing.view_*",
+        "agents.view_*",
+        "agents.change_agentprofile",
+        "auth.view_user",
+    ],
+    AGENT: [
+        "omnichannel.view_*",
+        "omnichannel.add_message",
+        "omnichannel.change_conversation",
+        "omnichannel.add_contact",
+        "omnichannel.change_contact",
+        "omnichannel.change_socialprofile",
+        "agents.view_agentprofile",
+    ],
+}

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class ChannelsLineConfig(AppConfig):
+    name = "channels_line"
+    verbose_name = "LINE"

@@ -1,0 +1,37 @@
+"""Create the demo users (an admin, a supervisor, two agents) and demo configuration.
+
+Passwords are generated on the first run, kept in VAR_DIR/demo-credentials.json (mode 600) and
+printed on every run. Running it again changes nothing that exists."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+
+from django.conf import settings
+from django.core.management.base import BaseCommand
+
+from agents import services as agents_services
+
+
+class Command(BaseCommand):
+    help = "Create demo users and configuration (idempotent) and print how to sign in."
+
+    def handle(self, *args: object, **options: object) -> None:
+        path = settings.VAR_DIR / "demo-credentials.json"
+        stored: dict[str, str] = json.loads(path.read_text()) if path.exists() else {}
+        passwords = {
+            spec.username: stored.get(spec.username) or secrets.token_urlsafe(9)
+            for spec in agents_services.DEMO_USERS
+        }
+        path.write_text(json.dumps(passwords, indent=2))
+        os.chmod(path, 0o600)
+
+        agents_services.roles_sync()
+        created = agents_services.demo_users_ensure(passwords=passwords)
+
+        self.stdout.write(self.style.SUCCESS("Demo users (username / password / role):"))
+        for spec in agents_services.DEMO_USERS:
+            mark = " (new)" if spec.username in created else ""
+            self.stdout.write(f"  {spec.username:<12} {passwords[spec.username]:<16} {spec.role}{mark}")

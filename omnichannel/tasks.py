@@ -1,0 +1,20 @@
+from __future__ import annotations
+
+import socket
+import uuid
+
+from celery import shared_task
+
+from . import services
+
+
+@shared_task(ignore_result=True)
+def worker_heartbeat_record(token: str | None = None) -> None:
+    """Write a heartbeat row from the worker (periodic, and used by tests to prove a real worker)."""
+    services.worker_heartbeat_record(token=token or uuid.uuid4().hex, hostname=socket.gethostname())
+
+
+@shared_task(ignore_result=True)
+def worker_heartbeats_prune() -> None:
+    """Keep the heartbeat table small."""
+    services.worker_heartbeats_prune()

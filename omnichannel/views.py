@@ -1,0 +1,34 @@
+from django.contrib.auth.decorators import login_required
+from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.shortcuts import render
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET
+
+from . import health, selectors
+
+
+@require_GET
+@never_cache
+def healthz(request: HttpRequest) -> JsonResponse:
+    """The process is alive and serving requests; no dependency is touched."""
+    return JsonResponse({"status": "ok"})
+
+
+@require_GET
+@never_cache
+def readyz(request: HttpRequest) -> JsonResponse:
+    """The database and the broker are reachable: 200, or 503 with the reason."""
+    checks = {"database": health.database_check(), "broker": health.broker_check()}
+    ready = all(check.ok for check in checks.values())
+    body = {
+        "status": "ok" if ready else "unavailable",
+        "checks": {name: {"ok": c.ok, "detail": c.detail} for name, c in checks.items()},
+    }
+    heartbeat = selectors.worker_heartbeat_latest() if checks["database"].ok else None
+    body["worker_last_seen"] = heartbeat.isoformat() if heartbeat else None
+    return JsonResponse(body, status=200 if ready else 503)
+
+
+@login_required
+def home(request: HttpRequest) -> HttpResponse:
+    return render(request, "home.html", {"roles": selectors.user_roles(user=request.user)})

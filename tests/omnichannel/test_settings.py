@@ -1,0 +1,120 @@
+"""Settings are read once, at start-up: each case runs a fresh Python process with its own environment."""
+
+import base64
+import json
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+BASE_DIR = Path(__file__).resolve().parents[2]
+PRINT_SETTINGS = (
+    "import json, django; from django.conf import settings; django.setup();"
+    "db = settings.DATABASES['default'];"
+    "print(json.dumps({'engine': db['ENGINE'], 'name': str(db['NAME']), 'options': db.get('OPTIONS', {}),"
+    " 'broker': settings.CELERY_BROKER_URL, 'filesystem': settings.CELERY_BROKER_IS_FILESYSTEM,"
+    " 'transport': settings.CELERY_BROKER_TRANSPORT_OPTIONS, 'debug': settings.DEBUG,"
+    " 'hosts': settings.ALLOWED_HOSTS, 'public': settings.PUBLIC_BASE_URL,"
+    " 'line_api': settings.LINE_API_BASE_URL, 'line_data': settings.LINE_API_DATA_BASE_URL}))"
+)
+
+
+def fresh_keys() -> dict[str, str]:
+    return {
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "FIELD_ENCRYPTION_KEYS": base64.urlsafe_b64encode(os.urandom(32)).decode(),
+    }
+
+
+def run_python(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    # Only what a Python process needs: the parent's settings (read from its env file) must not leak in.
+    clean = {k: v for k, v in os.environ.items() if k in {"PATH", "HOME", "LANG", "LC_ALL", "TMPDIR"}}
+    full_env = {
+        **clean,
+        "ENV_FILE": str(tmp_path / "absent.env"),
+        "VAR_DIR": str(tmp_path / "var"),
+        "DJANGO_SETTINGS_MODULE": "omnichannel.settings",
+        **env,
+    }
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=BASE_DIR, env=full_env, capture_output=True, text=True, timeout=60
+    )
+
+
+def read_settings(env: dict[str, str], tmp_path: Path) -> dict:
+    result = run_python(PRINT_SETTINGS, env, tmp_path)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_defaults_are_sqlite_in_wal_mode_and_a_filesystem_broker_under_var_dir(tmp_path):
+    values = read_settings({"DEBUG": "true"}, tmp_path)
+    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["name"] == str(tmp_path / "var" / "db.sqlite3")
+    assert "journal_mode=WAL" in values["options"]["init_command"]
+    assert values["options"]["transaction_mode"] == "IMMEDIATE"
+    assert values["options"]["timeout"] >= 5
+    assert values["broker"] == "filesystem://"
+    assert values["transport"]["data_folder_in"].startswith(str(tmp_path / "var"))
+    assert (tmp_path / "var" / "broker" / "queue").is_dir()
+    assert values["line_api"] == "" and values["line_data"] == ""
+
+
+def test_database_and_broker_urls_select_postgresql_and_redis(tmp_path):
+    values = read_settings(
+        {
+            "DEBUG": "true",
+            "DATABASE_URL": "postgres://app:secret@db.example:5433/omni",
+            "CELERY_BROKER_URL": "redis://cache.example:6380/2",
+            "ALLOWED_HOSTS": "support.example.com,.example.org",
+            "PUBLIC_BASE_URL": "https://support.example.com/",
+            "LINE_API_BASE_URL": "http://127.0.0.1:8090/",
+            "LINE_API_DATA_BASE_URL": "http://127.0.0.1:8090",
+        },
+        tmp_path,
+    )
+    assert values["engine"] == "django.db.backends.postgresql"
+    assert values["name"] == "omni"
+    assert values["broker"] == "redis://cache.example:6380/2"
+    assert values["filesystem"] is False
+    assert values["transport"]["visibility_timeout"] >= 600
+    assert values["hosts"] == ["support.example.com", ".example.org"]
+    assert values["public"] == "https://support.example.com"
+    assert values["line_api"] == "http://127.0.0.1:8090"
+    assert values["line_data"] == "http://127.0.0.1:8090"
+
+
+def test_debug_off_refuses_to_start_without_a_secret_key(tmp_path):
+    env = fresh_keys()
+    del env["SECRET_KEY"]
+    result = run_python("import django; django.setup()", {"DEBUG": "false", **env}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_debug_off_refuses_the_built_in_development_secret_key(tmp_path):
+    from omnichannel.settings import INSECURE_DEV_SECRET_KEY
+
+    env = {**fresh_keys(), "SECRET_KEY": INSECURE_DEV_SECRET_KEY}
+    result = run_python("import django; django.setup()", {"DEBUG": "false", **env}, tmp_path)
+    assert result.returncode != 0
+    assert "SECRET_KEY must be set" in result.stderr
+
+
+def test_debug_off_refuses_to_start_without_an_encryption_key(tmp_path):
+    env = fresh_keys()
+    del env["FIELD_ENCRYPTION_KEYS"]
+    result = run_python("import django; django.setup()", {"DEBUG": "false", **env}, tmp_path)
+    assert result.returncode != 0
+    assert "FIELD_ENCRYPTION_KEYS" in result.stderr
+
+
+def test_check_deploy_is_clean_with_debug_off(tmp_path):
+    code = (
+        "import sys; from django.core.management import execute_from_command_line as m; "
+        "m(['manage.py', 'check', '--deploy', '--fail-level', 'WARNING'])"
+    )
+    result = run_python(code, {"DEBUG": "false", **fresh_keys()}, tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "no issues" in result.stdout
