@@ -1,2 +1,7 @@
+from django.urls import path
 
-urlpatterns: list = []
+from . import views
+
+urlpatterns = [
+    path("<str:account_id>/", views.line_webhook, name="line-webhook"),
+]

@@ -1,4 +1,13 @@
+"""The channel-agnostic core: messaging accounts, contacts, social profiles, conversations, messages,
+attachments. Channel apps (channels_line) add their own details beside these records."""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
 from django.db import models
+from django.db.models import Q
 
 
 class WorkerHeartbeat(models.Model):
@@ -13,3 +22,262 @@ class WorkerHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.hostname} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class ChannelType(models.TextChoices):
+    LINE = "line", "LINE"
+
+
+class MessagingAccount(models.Model):
+    """Credentials of one external messaging account; the channel app keeps the details."""
+
+    # The UUID is the primary key and the unguessable part of the account's webhook path.
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=100)
+    channel_type = models.CharField(max_length=20, choices=ChannelType.choices, default=ChannelType.LINE)
+    enabled = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["name"], name="messaging_account_name_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_channel_type_display()})"
+
+
+class Contact(models.Model):
+    """A customer record; social profiles link to it."""
+
+    name = models.CharField(max_length=200)
+    email = models.EmailField(blank=True)
+    phone = models.CharField(max_length=50, blank=True)
+    notes = models.TextField(blank=True)
+    custom_fields = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SocialProfile(models.Model):
+    """One person as seen by one messaging account (for LINE: a user ID)."""
+
+    messaging_account = models.ForeignKey(
+        MessagingAccount, on_delete=models.CASCADE, related_name="social_profiles"
+    )
+    external_id = models.CharField(max_length=100)
+    display_name = models.CharField(max_length=200, blank=True)
+    picture_url = models.URLField(max_length=1000, blank=True)
+    status_message = models.CharField(max_length=1000, blank=True)
+    language = models.CharField(max_length=20, blank=True)
+    contact = models.ForeignKey(
+        Contact, null=True, blank=True, on_delete=models.SET_NULL, related_name="social_profiles"
+    )
+    # False once the customer blocked the account (LINE unfollow): nothing can be sent any more.
+    is_reachable = models.BooleanField(default=True)
+    reachability_changed_at = models.DateTimeField(null=True, blank=True)
+    profile_fetched_at = models.DateTimeField(null=True, blank=True)
+    profile_raw = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["display_name", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["messaging_account", "external_id"], name="social_profile_per_account_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.display_name or self.external_id
+
+
+class ConversationState(models.TextChoices):
+    OPEN = "open", "Open"
+    ACTIVE = "active", "Active"
+    WAITING = "waiting", "Waiting"
+    WRAP_UP = "wrap_up", "Wrap-up"
+    CLOSED = "closed", "Closed"
+
+
+class ThreadType(models.TextChoices):
+    USER = "user", "One-to-one"
+    GROUP = "group", "Group"
+    ROOM = "room", "Room"
+
+
+class Conversation(models.Model):
+    """A thread with a customer (or a group) on one messaging account, from first message to close."""
+
+    messaging_account = models.ForeignKey(
+        MessagingAccount, on_delete=models.CASCADE, related_name="conversations"
+    )
+    thread_type = models.CharField(max_length=10, choices=ThreadType.choices, default=ThreadType.USER)
+    # Where replies go: the user ID for one-to-one threads, the group or room ID otherwise.
+    thread_id = models.CharField(max_length=100)
+    social_profile = models.ForeignKey(
+        SocialProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
+    )
+    state = models.CharField(max_length=10, choices=ConversationState.choices, default=ConversationState.OPEN)
+    created_at = models.DateTimeField(auto_now_add=True)
+    last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    closed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-last_message_at", "-id"]
+        constraints = [
+            # One open conversation per thread: concurrent first messages cannot create two.
+            models.UniqueConstraint(
+                fields=["messaging_account", "thread_id"],
+                condition=~Q(state="closed"),
+                name="conversation_one_open_per_thread",
+            ),
+            models.CheckConstraint(
+                condition=Q(state="closed", closed_at__isnull=False) | ~Q(state="closed"),
+                name="conversation_closed_has_closed_at",
+            ),
+        ]
+        indexes = [models.Index(fields=["state", "-last_message_at"])]
+
+    def __str__(self) -> str:
+        return f"Conversation {self.pk} with {self.social_profile or self.thread_id}"
+
+
+class Direction(models.TextChoices):
+    INBOUND = "in", "From the customer"
+    OUTBOUND = "out", "To the customer"
+
+
+class MessageKind(models.TextChoices):
+    TEXT = "text", "Text"
+    IMAGE = "image", "Image"
+    VIDEO = "video", "Video"
+    AUDIO = "audio", "Audio"
+    FILE = "file", "File"
+    DOCUMENT = "document", "Document"
+    STICKER = "sticker", "Sticker"
+    LOCATION = "location", "Location"
+    POSTBACK = "postback", "Customer action"
+    EVENT = "event", "Event"
+    UNKNOWN = "unknown", "Unknown"
+
+
+class DeliveryState(models.TextChoices):
+    RECEIVED = "received", "Received"
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    DELIVERED = "delivered", "Delivered"
+    FAILED = "failed", "Failed"
+
+
+class Message(models.Model):
+    """One message or customer action in a conversation, inbound or outbound, with its raw source."""
+
+    # Outbound: the UUID is LINE's X-Line-Retry-Key, so that a retry never sends twice.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="messages")
+    direction = models.CharField(max_length=3, choices=Direction.choices)
+    kind = models.CharField(max_length=10, choices=MessageKind.choices)
+    text = models.TextField(blank=True)
+    # Kind-specific data: sticker IDs, location, postback data and params, quick replies, event details.
+    payload = models.JSONField(default=dict, blank=True)
+    # The channel's own message ID (LINE message ID) for inbound messages; unique per conversation.
+    external_id = models.CharField(max_length=100, blank=True)
+    sender_profile = models.ForeignKey(
+        SocialProfile, null=True, blank=True, on_delete=models.SET_NULL, related_name="sent_messages"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="authored_messages",
+    )
+    # When it happened: LINE's timestamp for inbound, creation time for outbound. Order key.
+    sent_at = models.DateTimeField(db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    delivery_state = models.CharField(
+        max_length=10, choices=DeliveryState.choices, default=DeliveryState.RECEIVED
+    )
+    delivery_method = models.CharField(max_length=10, blank=True)
+    delivery_attempts = models.PositiveIntegerField(default=0)
+    delivery_error = models.TextField(blank=True)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    # The customer unsent it: content removed, the message stays as a marker.
+    unsent_at = models.DateTimeField(null=True, blank=True)
+    edited_at = models.DateTimeField(null=True, blank=True)
+    # A type this version does not understand: kept raw, shown to agents as such.
+    is_flagged = models.BooleanField(default=False)
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["sent_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["conversation", "external_id"],
+                condition=~Q(external_id=""),
+                name="message_external_id_unique_per_conversation",
+            ),
+        ]
+        indexes = [models.Index(fields=["conversation", "sent_at", "id"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.uuid}"
+
+
+class MessageEdit(models.Model):
+    """The text a message had before the customer edited it."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="edits")
+    previous_text = models.TextField(blank=True)
+    new_text = models.TextField(blank=True)
+    edited_at = models.DateTimeField()
+    raw = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["edited_at", "id"]
+
+    def __str__(self) -> str:
+        return f"Edit of {self.message_id} at {self.edited_at:%Y-%m-%d %H:%M:%S}"
+
+
+class AttachmentState(models.TextChoices):
+    PENDING = "pending", "Downloading"
+    READY = "ready", "Ready"
+    EXTERNAL = "external", "Hosted elsewhere"
+    TOO_LARGE = "too_large", "Too large"
+    REMOVED = "removed", "Removed (unsent)"
+    FAILED = "failed", "Failed"
+
+
+def attachment_upload_to(instance: Attachment, filename: str) -> str:
+    return f"attachments/{instance.message.conversation_id}/{instance.message.uuid}/{filename}"
+
+
+class Attachment(models.Model):
+    """A file carried by a message: downloaded into storage, or a link to where it is hosted."""
+
+    message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
+    file = models.FileField(upload_to=attachment_upload_to, max_length=500, blank=True)
+    file_name = models.CharField(max_length=255, blank=True)
+    content_type = models.CharField(max_length=100, blank=True)
+    size = models.PositiveBigIntegerField(null=True, blank=True)
+    external_url = models.URLField(max_length=2000, blank=True)
+    preview_url = models.URLField(max_length=2000, blank=True)
+    duration_ms = models.PositiveIntegerField(null=True, blank=True)
+    state = models.CharField(max_length=10, choices=AttachmentState.choices, default=AttachmentState.PENDING)
+    error = models.TextField(blank=True)
+    fetch_attempts = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.file_name or f"Attachment {self.pk}"

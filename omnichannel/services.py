@@ -1,10 +1,46 @@
+"""Writes of the channel-agnostic core: conversations, messages, heartbeats."""
+
 from __future__ import annotations
 
 import datetime
+import logging
+from collections.abc import Sequence
 
+from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
+from django.core.files.uploadedfile import UploadedFile
+from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
-from .models import WorkerHeartbeat
+from .channels import channel_for
+from .models import (
+    Attachment,
+    AttachmentState,
+    Conversation,
+    ConversationState,
+    DeliveryState,
+    Direction,
+    Message,
+    MessageKind,
+    MessagingAccount,
+    SocialProfile,
+    ThreadType,
+    WorkerHeartbeat,
+)
+
+logger = logging.getLogger(__name__)
+
+OUTBOUND_KINDS = {
+    MessageKind.TEXT,
+    MessageKind.IMAGE,
+    MessageKind.VIDEO,
+    MessageKind.AUDIO,
+    MessageKind.DOCUMENT,
+    MessageKind.STICKER,
+    MessageKind.LOCATION,
+}
+QUICK_REPLY_MAX_ITEMS = 13
 
 
 def worker_heartbeat_record(*, token: str, hostname: str) -> WorkerHeartbeat:
@@ -17,3 +53,169 @@ def worker_heartbeats_prune(*, older_than: datetime.timedelta = datetime.timedel
     """Delete heartbeats older than `older_than`; returns how many were deleted."""
     deleted, _ = WorkerHeartbeat.objects.filter(created_at__lt=timezone.now() - older_than).delete()
     return deleted
+
+
+def social_profile_ensure(*, account: MessagingAccount, external_id: str) -> tuple[SocialProfile, bool]:
+    """The social profile of `external_id` on `account`, created on first contact.
+
+    Concurrent first contacts create one row: the unique constraint decides, the loser reads it."""
+    return SocialProfile.objects.get_or_create(messaging_account=account, external_id=external_id)
+
+
+def conversation_new_hook(*, conversation: Conversation) -> None:
+    """Called once for every new conversation, after commit. Routing hooks in here (a later issue);
+    until then a new conversation simply stays Open."""
+
+
+def conversation_ensure_open(
+    *,
+    account: MessagingAccount,
+    thread_type: str,
+    thread_id: str,
+    social_profile: SocialProfile | None,
+) -> tuple[Conversation, bool]:
+    """The open (not closed) conversation of a thread, created when there is none.
+
+    A partial unique constraint allows one non-closed conversation per thread, so two workers that
+    race here end up with the same row. Must run inside a transaction."""
+    existing = (
+        Conversation.objects.select_for_update()
+        .filter(messaging_account=account, thread_id=thread_id)
+        .exclude(state=ConversationState.CLOSED)
+        .first()
+    )
+    if existing:
+        if existing.state == ConversationState.WAITING:
+            # The customer wrote again: back into the queue.
+            existing.state = ConversationState.OPEN
+            existing.save(update_fields=["state"])
+        return existing, False
+    try:
+        with transaction.atomic():
+            conversation = Conversation.objects.create(
+                messaging_account=account,
+                thread_type=thread_type,
+                thread_id=thread_id,
+                social_profile=social_profile if thread_type == ThreadType.USER else None,
+            )
+    except IntegrityError:
+        conversation = (
+            Conversation.objects.select_for_update()
+            .filter(messaging_account=account, thread_id=thread_id)
+            .exclude(state=ConversationState.CLOSED)
+            .get()
+        )
+        return conversation, False
+    transaction.on_commit(lambda: conversation_new_hook(conversation=conversation))
+    return conversation, True
+
+
+def conversation_touch(*, conversation: Conversation, at: datetime.datetime) -> None:
+    """Move the conversation's last activity forward (never back: events arrive out of order)."""
+    Conversation.objects.filter(
+        Q(last_message_at__isnull=True) | Q(last_message_at__lt=at), pk=conversation.pk
+    ).update(last_message_at=at)
+
+
+def conversation_close(*, conversation: Conversation) -> Conversation:
+    """Close a conversation; the customer's next message opens a new one."""
+    conversation.state = ConversationState.CLOSED
+    conversation.closed_at = timezone.now()
+    conversation.save(update_fields=["state", "closed_at"])
+    return conversation
+
+
+def _validate_outbound(*, kind: str, text: str, payload: dict, file: UploadedFile | None) -> None:
+    if kind not in OUTBOUND_KINDS:
+        raise ValidationError({"kind": f"Messages of kind {kind!r} cannot be sent."})
+    if kind == MessageKind.TEXT and not text.strip():
+        raise ValidationError({"text": "A text message needs some text."})
+    if kind in {MessageKind.IMAGE, MessageKind.VIDEO, MessageKind.AUDIO, MessageKind.DOCUMENT} and not file:
+        raise ValidationError({"file": f"A {kind} message needs a file."})
+    if kind == MessageKind.STICKER and not (payload.get("package_id") and payload.get("sticker_id")):
+        raise ValidationError({"payload": "A sticker needs package_id and sticker_id."})
+    if kind == MessageKind.LOCATION:
+        missing = [k for k in ("title", "address", "latitude", "longitude") if payload.get(k) in (None, "")]
+        if missing:
+            raise ValidationError({"payload": f"A location needs {', '.join(missing)}."})
+    quick_replies = payload.get("quick_replies") or []
+    if len(quick_replies) > QUICK_REPLY_MAX_ITEMS:
+        raise ValidationError({"payload": f"At most {QUICK_REPLY_MAX_ITEMS} quick replies."})
+    if any(not str(item.get("label", "")).strip() for item in quick_replies):
+        raise ValidationError({"payload": "Every quick reply needs a label."})
+
+
+def message_send(
+    *,
+    conversation: Conversation,
+    author: AbstractBaseUser | None,
+    kind: str = MessageKind.TEXT,
+    text: str = "",
+    payload: dict | None = None,
+    file: UploadedFile | None = None,
+) -> Message:
+    """Store an outbound message (an agent's, or the system's when `author` is None) and queue its
+    delivery through the conversation's channel once the transaction commits."""
+    payload = dict(payload or {})
+    _validate_outbound(kind=kind, text=text, payload=payload, file=file)
+    if conversation.social_profile_id and not conversation.social_profile.is_reachable:
+        raise ValidationError("The customer has blocked this account: messages cannot reach them.")
+    if conversation.state == ConversationState.CLOSED:
+        raise ValidationError("The conversation is closed.")
+    now = timezone.now()
+    with transaction.atomic():
+        message = Message.objects.create(
+            conversation=conversation,
+            direction=Direction.OUTBOUND,
+            kind=kind,
+            text=text,
+            payload=payload,
+            author=author if author and author.is_authenticated else None,
+            sent_at=now,
+            delivery_state=DeliveryState.PENDING,
+        )
+        if file is not None:
+            Attachment.objects.create(
+                message=message,
+                file=file,
+                file_name=getattr(file, "name", "") or "file",
+                content_type=getattr(file, "content_type", "") or "application/octet-stream",
+                size=file.size,
+                state=AttachmentState.READY,
+            )
+        conversation_touch(conversation=conversation, at=now)
+        adapter = channel_for(conversation.messaging_account)
+        transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message))
+    return message
+
+
+def message_retry(*, message: Message) -> Message:
+    """Queue a failed outbound message again (same UUID: the channel will not send it twice)."""
+    if message.direction != Direction.OUTBOUND or message.delivery_state != DeliveryState.FAILED:
+        raise ValidationError("Only a failed outbound message can be retried.")
+    with transaction.atomic():
+        updated = Message.objects.filter(pk=message.pk, delivery_state=DeliveryState.FAILED).update(
+            delivery_state=DeliveryState.PENDING, delivery_error=""
+        )
+        if updated:
+            adapter = channel_for(message.conversation.messaging_account)
+            transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message))
+    message.refresh_from_db()
+    return message
+
+
+def sequence_split(text: str, size: int) -> Sequence[str]:
+    """Split text in pieces of at most `size` characters, preferring line and word boundaries."""
+    pieces: list[str] = []
+    rest = text
+    while len(rest) > size:
+        cut = rest.rfind("\n", 0, size)
+        if cut < size // 2:
+            cut = rest.rfind(" ", 0, size)
+        if cut < size // 2:
+            cut = size
+        pieces.append(rest[:cut])
+        rest = rest[cut:].lstrip("\n") if rest[cut : cut + 1] == "\n" else rest[cut:]
+    if rest:
+        pieces.append(rest)
+    return pieces

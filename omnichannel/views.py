@@ -32,3 +32,28 @@ def readyz(request: HttpRequest) -> JsonResponse:
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"roles": selectors.user_roles(user=request.user)})
+
+
+@require_GET
+def attachment_download(request: HttpRequest, token: str) -> HttpResponse:
+    """Serve a file behind a signed, expiring link (documents and media sent to customers)."""
+    from django.core import signing
+    from django.http import FileResponse, Http404
+
+    from .files import attachment_from_token
+    from .models import Attachment
+
+    try:
+        attachment = attachment_from_token(token)
+    except signing.SignatureExpired:
+        return HttpResponse("This link has expired.", status=410, content_type="text/plain")
+    except (signing.BadSignature, Attachment.DoesNotExist):
+        raise Http404("No such file.") from None
+    if not attachment.file:
+        raise Http404("No such file.")
+    return FileResponse(
+        attachment.file.open("rb"),
+        filename=attachment.file_name or None,
+        as_attachment=attachment.message.kind == "document",
+        content_type=attachment.content_type or None,
+    )

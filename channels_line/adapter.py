@@ -1,0 +1,20 @@
+"""LINE's implementation of the core's channel interface (omnichannel.channels)."""
+
+from __future__ import annotations
+
+from omnichannel.models import Message, MessagingAccount
+
+
+class LineChannel:
+    def message_delivery_schedule(self, *, message: Message) -> None:
+        from .tasks import line_message_deliver
+
+        line_message_deliver.delay(message.pk)
+
+    def profile_refresh_schedule(self, *, social_profile_id: int) -> None:
+        from .tasks import line_profile_refresh
+
+        line_profile_refresh.delay(social_profile_id)
+
+    def callback_url(self, *, account: MessagingAccount) -> str:
+        return account.line.callback_url

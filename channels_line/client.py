@@ -1,0 +1,101 @@
+"""The Messaging API through line-bot-sdk v3, with the traps closed: every call has a timeout, the two
+LINE hosts stay separate when a stand-in is configured, and errors come back in plain words."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import urllib3
+from django.conf import settings
+from linebot.v3.messaging import ApiClient, Configuration, MessagingApi, MessagingApiBlob
+from linebot.v3.messaging.exceptions import ApiException
+
+
+class LineApiError(Exception):
+    """A call to LINE that did not succeed, in words an administrator can act on."""
+
+    def __init__(
+        self, status: int | None, message: str, details: tuple[str, ...] = (), *, permanent: bool = False
+    ) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.details = details
+        # Set for refusals decided on our side (nothing to retry), whatever the status.
+        self.permanent = permanent
+
+    @property
+    def retryable(self) -> bool:
+        # No status: timeout or connection error. 429: rate limit or quota. 5xx: LINE's side.
+        if self.permanent:
+            return False
+        return self.status is None or self.status == 429 or self.status >= 500
+
+    def __str__(self) -> str:
+        if self.permanent:
+            return self.message
+        prefix = f"LINE answered {self.status}" if self.status else "LINE could not be reached"
+        detail = f" ({'; '.join(self.details)})" if self.details else ""
+        return f"{prefix}: {self.message}{detail}"
+
+
+def error_from_exception(exc: Exception) -> LineApiError:
+    if isinstance(exc, ApiException):
+        message, details = exc.reason or "error", []
+        try:
+            body = json.loads(exc.body or b"{}")
+            message = body.get("message") or message
+            details = [
+                f"{d.get('property')}: {d.get('message')}" if d.get("property") else str(d.get("message"))
+                for d in body.get("details") or []
+            ]
+        except (ValueError, AttributeError):
+            pass
+        if exc.status == 401:
+            message = f"the channel access token was refused ({message})"
+        return LineApiError(exc.status, message, tuple(details))
+    if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
+        return LineApiError(None, f"no answer within {settings.LINE_API_TIMEOUT:g} s")
+    if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
+        return LineApiError(None, f"connection failed ({exc.__class__.__name__})")
+    raise exc
+
+
+@dataclass
+class LineClient:
+    api: MessagingApi
+    blob: MessagingApiBlob
+    timeout: float
+
+
+def _configuration(access_token: str, host: str) -> Configuration:
+    # An empty host keeps the SDK's own per-API default (api.line.me or api-data.line.me).
+    return Configuration(access_token=access_token, host=host or None)
+
+
+@contextmanager
+def line_client(access_token: str) -> Iterator[LineClient]:
+    """Two API clients: `api` for api.line.me, `blob` for api-data.line.me (or their stand-ins)."""
+    with (
+        ApiClient(_configuration(access_token, settings.LINE_API_BASE_URL)) as api_client,
+        ApiClient(_configuration(access_token, settings.LINE_API_DATA_BASE_URL)) as data_client,
+    ):
+        yield LineClient(
+            api=MessagingApi(api_client),
+            blob=MessagingApiBlob(data_client),
+            timeout=settings.LINE_API_TIMEOUT,
+        )
+
+
+@contextmanager
+def line_errors() -> Iterator[None]:
+    """Turn SDK and network exceptions into LineApiError."""
+    try:
+        yield
+    except LineApiError:
+        raise
+    except Exception as exc:
+        raise error_from_exception(exc) from exc

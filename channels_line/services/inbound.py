@@ -1,0 +1,535 @@
+"""Event processing: one stored webhook event becomes profiles, conversations and messages.
+
+Idempotent: an event is processed under a row lock and marked processed in the same transaction;
+messages are unique per (conversation, LINE message ID); profiles and open conversations are
+unique in the database, so concurrent workers converge on the same rows."""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import logging
+from collections.abc import Callable
+
+from django.conf import settings
+from django.core.files.base import ContentFile
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from omnichannel.models import (
+    Attachment,
+    AttachmentState,
+    Conversation,
+    ConversationState,
+    Direction,
+    Message,
+    MessageEdit,
+    MessageKind,
+    SocialProfile,
+    ThreadType,
+)
+from omnichannel.services import conversation_ensure_open, conversation_touch, social_profile_ensure
+
+from ..client import LineApiError, line_client, line_errors
+from ..models import EventState, LineWebhookEvent
+
+logger = logging.getLogger(__name__)
+
+STICKER_IMAGE_URL = (
+    "https://stickershop.line-scdn.net/stickershop/v1/sticker/{sticker_id}/android/sticker.png"
+)
+MEDIA_TYPES = {
+    "image": MessageKind.IMAGE,
+    "video": MessageKind.VIDEO,
+    "audio": MessageKind.AUDIO,
+    "file": MessageKind.FILE,
+}
+# Event types that start a conversation when there is none; the others join an open one if any.
+CONVERSATION_STARTERS = {"message", "postback", "follow", "join", "memberJoined"}
+
+
+# --- Profiles -------------------------------------------------------------------------------------
+
+
+def _profile_is_stale(profile: SocialProfile) -> bool:
+    if profile.profile_fetched_at is None:
+        return True
+    return profile.profile_fetched_at < timezone.now() - datetime.timedelta(
+        hours=settings.LINE_PROFILE_MAX_AGE_HOURS
+    )
+
+
+def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
+    """Fetch display name, picture, status message and language from LINE. A failure is logged and
+    leaves the profile as it was (it is tried again on the customer's next event)."""
+    profile = (
+        SocialProfile.objects.select_related("messaging_account__line").filter(pk=social_profile_pk).first()
+    )
+    if profile is None:
+        return None
+    try:
+        with line_client(profile.messaging_account.line.channel_access_token) as client, line_errors():
+            info = client.api.get_profile(profile.external_id, _request_timeout=client.timeout)
+    except LineApiError as error:
+        logger.warning(
+            "LINE profile fetch failed account=%s user=%s error=%s",
+            profile.messaging_account_id,
+            profile.external_id,
+            error,
+        )
+        return profile
+    profile.display_name = (info.display_name or "")[:200]
+    profile.picture_url = (info.picture_url or "")[:1000]
+    profile.status_message = (info.status_message or "")[:1000]
+    profile.language = (info.language or "")[:20]
+    profile.profile_raw = info.to_dict()
+    profile.profile_fetched_at = timezone.now()
+    profile.save(
+        update_fields=[
+            "display_name",
+            "picture_url",
+            "status_message",
+            "language",
+            "profile_raw",
+            "profile_fetched_at",
+        ]
+    )
+    return profile
+
+
+def _profile_for_event(event: LineWebhookEvent) -> SocialProfile | None:
+    if not event.source_user_id:
+        return None
+    profile, _ = social_profile_ensure(account=event.messaging_account, external_id=event.source_user_id)
+    if event.source_type == ThreadType.USER and _profile_is_stale(profile):
+        # Done here, outside the event's transaction: no lock is held during the HTTP call.
+        profile = line_profile_refresh(social_profile_pk=profile.pk) or profile
+    return profile
+
+
+# --- Processing -----------------------------------------------------------------------------------
+
+
+def _thread(event: LineWebhookEvent) -> tuple[str, str]:
+    if event.source_type == "group" and event.source_group_id:
+        return ThreadType.GROUP, event.source_group_id
+    if event.source_type == "room" and event.source_room_id:
+        return ThreadType.ROOM, event.source_room_id
+    return ThreadType.USER, event.source_user_id
+
+
+def _conversation(
+    event: LineWebhookEvent, profile: SocialProfile | None, *, create: bool
+) -> Conversation | None:
+    thread_type, thread_id = _thread(event)
+    if not thread_id:
+        return None
+    account = event.messaging_account
+    if not create:
+        return (
+            Conversation.objects.filter(messaging_account=account, thread_id=thread_id)
+            .exclude(state=ConversationState.CLOSED)
+            .first()
+        )
+    conversation, _ = conversation_ensure_open(
+        account=account, thread_type=thread_type, thread_id=thread_id, social_profile=profile
+    )
+    return conversation
+
+
+def _add_message(
+    event: LineWebhookEvent, conversation: Conversation, profile: SocialProfile | None, **fields
+) -> Message:
+    """Create the inbound message for an event; the same LINE message ID twice keeps the first."""
+    external_id = fields.pop("external_id", "")
+    try:
+        with transaction.atomic():
+            message = Message.objects.create(
+                conversation=conversation,
+                direction=Direction.INBOUND,
+                external_id=external_id,
+                sender_profile=profile,
+                sent_at=event.line_timestamp,
+                raw=event.raw,
+                **fields,
+            )
+    except IntegrityError:
+        return Message.objects.get(conversation=conversation, external_id=external_id)
+    conversation_touch(conversation=conversation, at=event.line_timestamp)
+    return message
+
+
+def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    conversation = _conversation(event, profile, create=True)
+    if conversation is None:
+        return None
+    content = event.raw.get("message") or {}
+    content_type = content.get("type", "")
+    common = {"external_id": str(content.get("id") or "")}
+    extras = {k: content[k] for k in ("quoteToken", "markAsReadToken", "quotedMessageId") if k in content}
+    if event.mode == "standby":
+        extras["standby"] = True
+
+    if content_type == "text":
+        payload = {**extras, **{k: content[k] for k in ("emojis", "mention") if k in content}}
+        return _add_message(
+            event,
+            conversation,
+            profile,
+            kind=MessageKind.TEXT,
+            text=content.get("text", ""),
+            payload=payload,
+            **common,
+        )
+    if content_type == "sticker":
+        payload = {
+            **extras,
+            "package_id": content.get("packageId"),
+            "sticker_id": content.get("stickerId"),
+            "sticker_resource_type": content.get("stickerResourceType"),
+            "keywords": content.get("keywords") or [],
+            "image_url": STICKER_IMAGE_URL.format(sticker_id=content.get("stickerId")),
+        }
+        return _add_message(
+            event,
+            conversation,
+            profile,
+            kind=MessageKind.STICKER,
+            text=content.get("text", ""),
+            payload=payload,
+            **common,
+        )
+    if content_type == "location":
+        payload = {**extras, **{k: content.get(k) for k in ("title", "address", "latitude", "longitude")}}
+        text = " · ".join(str(v) for v in (content.get("title"), content.get("address")) if v)
+        return _add_message(
+            event, conversation, profile, kind=MessageKind.LOCATION, text=text, payload=payload, **common
+        )
+    if content_type in MEDIA_TYPES:
+        payload = {**extras, **{k: content[k] for k in ("imageSet", "duration") if k in content}}
+        message = _add_message(
+            event,
+            conversation,
+            profile,
+            kind=MEDIA_TYPES[content_type],
+            text=content.get("fileName", ""),
+            payload=payload,
+            **common,
+        )
+        if not message.attachments.exists():
+            _attachment_create(message=message, content=content)
+        return message
+    # A message type this version does not know: kept raw, flagged for a human.
+    return _add_message(
+        event,
+        conversation,
+        profile,
+        kind=MessageKind.UNKNOWN,
+        is_flagged=True,
+        text=f"Unsupported LINE message type “{content_type}”",
+        payload=extras,
+        **common,
+    )
+
+
+def _attachment_create(*, message: Message, content: dict) -> Attachment:
+    provider = content.get("contentProvider") or {}
+    size = content.get("fileSize")
+    attachment = Attachment(
+        message=message,
+        file_name=str(content.get("fileName") or "")[:255],
+        size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
+        duration_ms=content.get("duration") if isinstance(content.get("duration"), int) else None,
+    )
+    if provider.get("type") == "external":
+        attachment.state = AttachmentState.EXTERNAL
+        attachment.external_url = str(provider.get("originalContentUrl") or "")[:2000]
+        attachment.preview_url = str(provider.get("previewImageUrl") or "")[:2000]
+    elif attachment.size is not None and attachment.size > settings.LINE_MEDIA_MAX_BYTES:
+        attachment.state = AttachmentState.TOO_LARGE
+        attachment.error = f"{attachment.size} bytes is over the {settings.LINE_MEDIA_MAX_BYTES}-byte limit"
+    attachment.save()
+    if attachment.state == AttachmentState.PENDING:
+        from ..tasks import line_message_content_fetch
+
+        transaction.on_commit(lambda: line_message_content_fetch.delay(attachment.pk), robust=True)
+    return attachment
+
+
+def _inbound_by_line_id(event: LineWebhookEvent, line_message_id: str) -> Message | None:
+    return (
+        Message.objects.select_for_update()
+        .filter(
+            conversation__messaging_account=event.messaging_account,
+            external_id=line_message_id,
+            direction=Direction.INBOUND,
+        )
+        .first()
+    )
+
+
+def _handle_message_edited(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    content = event.raw.get("message") or {}
+    message = _inbound_by_line_id(event, str(content.get("id") or ""))
+    if message is None:
+        # The original never reached us: keep the edited version as a message of its own.
+        return _handle_message(event, profile)
+    new_text = content.get("text", "")
+    if message.edits.filter(edited_at=event.line_timestamp).exists():
+        return message
+    MessageEdit.objects.create(
+        message=message,
+        previous_text=message.text,
+        new_text=new_text,
+        edited_at=event.line_timestamp,
+        raw=event.raw,
+    )
+    if message.edited_at is None or message.edited_at <= event.line_timestamp:
+        message.text = new_text
+        message.edited_at = event.line_timestamp
+        message.save(update_fields=["text", "edited_at"])
+    return message
+
+
+def _handle_unsend(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    line_message_id = str((event.raw.get("unsend") or {}).get("messageId") or "")
+    message = _inbound_by_line_id(event, line_message_id)
+    if message is None:
+        conversation = _conversation(event, profile, create=False)
+        if conversation is None:
+            return None
+        # Unsent before we stored it: keep only the marker.
+        message = _add_message(
+            event, conversation, profile, kind=MessageKind.TEXT, external_id=line_message_id
+        )
+    for attachment in message.attachments.all():
+        if attachment.file:
+            attachment.file.delete(save=False)
+        attachment.file = ""
+        attachment.external_url = attachment.preview_url = ""
+        attachment.state = AttachmentState.REMOVED
+        attachment.save(update_fields=["file", "external_url", "preview_url", "state"])
+    message.edits.all().delete()
+    message.text = ""
+    message.payload = {}
+    message.raw = {"unsend": event.raw}
+    message.unsent_at = event.line_timestamp
+    message.save(update_fields=["text", "payload", "raw", "unsent_at"])
+    return message
+
+
+def _reachability(profile: SocialProfile | None, reachable: bool, at: datetime.datetime) -> None:
+    if profile is None:
+        return
+    # Out-of-order follow/unfollow: only a newer event changes the flag.
+    if profile.reachability_changed_at and profile.reachability_changed_at > at:
+        return
+    profile.is_reachable = reachable
+    profile.reachability_changed_at = at
+    profile.save(update_fields=["is_reachable", "reachability_changed_at"])
+
+
+def _handle_follow(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    _reachability(profile, True, event.line_timestamp)
+    unblocked = bool((event.raw.get("follow") or {}).get("isUnblocked"))
+    text = "Unblocked the account" if unblocked else "Added the account as a friend"
+    return _event_marker(event, profile, text=text, detail={"unblocked": unblocked})
+
+
+def _handle_unfollow(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    _reachability(profile, False, event.line_timestamp)
+    return _event_marker(event, profile, text="Blocked the account: messages can no longer reach them")
+
+
+def _handle_postback(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    conversation = _conversation(event, profile, create=True)
+    if conversation is None:
+        return None
+    postback = event.raw.get("postback") or {}
+    return _add_message(
+        event,
+        conversation,
+        profile,
+        kind=MessageKind.POSTBACK,
+        text=str(postback.get("data", "")),
+        payload={"data": postback.get("data"), "params": postback.get("params") or {}},
+    )
+
+
+EVENT_TEXTS = {
+    "join": "The account joined the chat",
+    "leave": "The account left the chat",
+    "memberJoined": "Members joined the chat",
+    "memberLeft": "Members left the chat",
+    "beacon": "Customer near a beacon",
+    "accountLink": "Account linking",
+    "videoPlayComplete": "Customer watched a video to the end",
+}
+
+
+def _event_marker(
+    event: LineWebhookEvent,
+    profile: SocialProfile | None,
+    *,
+    text: str,
+    detail: dict | None = None,
+    flagged: bool = False,
+) -> Message | None:
+    # A flagged (unknown) event opens a conversation too: a person should look at it.
+    conversation = _conversation(event, profile, create=flagged or event.event_type in CONVERSATION_STARTERS)
+    if conversation is None:
+        return None
+    detail = dict(detail or {})
+    for key in ("joined", "left", "beacon", "link", "videoPlayComplete"):
+        if key in event.raw:
+            detail[key] = event.raw[key]
+    return _add_message(
+        event,
+        conversation,
+        profile,
+        kind=MessageKind.UNKNOWN if flagged else MessageKind.EVENT,
+        text=text,
+        payload={"event": event.event_type, **detail},
+        is_flagged=flagged,
+        external_id=f"event:{event.webhook_event_id}",
+    )
+
+
+def _handle_other(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
+    if event.event_type in EVENT_TEXTS:
+        return _event_marker(event, profile, text=EVENT_TEXTS[event.event_type])
+    # Unknown to this version: never dropped. The raw event stays on the event row, and a flagged
+    # marker in the customer's conversation (when there is a source) tells an agent.
+    logger.warning(
+        "LINE event of unknown type kept account=%s event=%s type=%s",
+        event.messaging_account_id,
+        event.webhook_event_id,
+        event.event_type,
+    )
+    if not event.source_user_id and not event.source_group_id and not event.source_room_id:
+        return None
+    return _event_marker(event, profile, text=f"Unsupported LINE event “{event.event_type}”", flagged=True)
+
+
+HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message | None]] = {
+    "message": _handle_message,
+    "messageEdited": _handle_message_edited,
+    "unsend": _handle_unsend,
+    "follow": _handle_follow,
+    "unfollow": _handle_unfollow,
+    "postback": _handle_postback,
+}
+
+
+def line_event_process(*, event_pk: int) -> LineWebhookEvent | None:
+    """Process one stored event exactly once; a second run finds it processed and does nothing."""
+    event = LineWebhookEvent.objects.select_related("messaging_account__line").filter(pk=event_pk).first()
+    if event is None or event.state == EventState.PROCESSED:
+        return event
+    try:
+        profile = _profile_for_event(event)
+        with transaction.atomic():
+            locked = LineWebhookEvent.objects.select_for_update().get(pk=event_pk)
+            if locked.state == EventState.PROCESSED:
+                return locked
+            locked.messaging_account = event.messaging_account
+            message = HANDLERS.get(locked.event_type, _handle_other)(locked, profile)
+            locked.state = EventState.PROCESSED
+            locked.processed_at = timezone.now()
+            locked.attempts += 1
+            locked.last_error = ""
+            locked.message = message
+            locked.conversation = message.conversation if message else None
+            locked.save(
+                update_fields=["state", "processed_at", "attempts", "last_error", "message", "conversation"]
+            )
+            return locked
+    except Exception as exc:
+        logger.exception(
+            "LINE event processing failed account=%s event=%s",
+            event.messaging_account_id,
+            event.webhook_event_id,
+        )
+        LineWebhookEvent.objects.filter(pk=event_pk).exclude(state=EventState.PROCESSED).update(
+            attempts=event.attempts + 1, last_error=f"{exc.__class__.__name__}: {exc}"[:2000]
+        )
+        raise
+
+
+# --- Media ----------------------------------------------------------------------------------------
+
+
+class FetchOutcome(enum.Enum):
+    DONE = "done"
+    RETRY = "retry"
+    FAILED = "failed"
+
+
+def line_attachment_fetch(*, attachment_pk: int, final_attempt: bool = False) -> FetchOutcome:
+    """Download an inbound attachment from LINE's data host into storage, within the size cap.
+    LINE answers 202 while a video or audio is being transcoded: RETRY, unless this is the last try."""
+    attachment = (
+        Attachment.objects.select_related("message__conversation__messaging_account__line")
+        .filter(pk=attachment_pk)
+        .first()
+    )
+    if attachment is None or attachment.state != AttachmentState.PENDING:
+        return FetchOutcome.DONE
+    message = attachment.message
+    line = message.conversation.messaging_account.line
+    cap = settings.LINE_MEDIA_MAX_BYTES
+    Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attachment.fetch_attempts + 1)
+    try:
+        with line_client(line.channel_access_token) as client, line_errors():
+            response = client.blob.get_message_content_with_http_info(
+                message.external_id, _request_timeout=client.timeout
+            )
+    except LineApiError as error:
+        if error.retryable and not final_attempt:
+            _attachment_error(attachment_pk, str(error))
+            return FetchOutcome.RETRY
+        return _attachment_failed(attachment_pk, str(error))
+    if response.status_code == 202:
+        # LINE is still transcoding (video, audio): the SDK gives no content yet.
+        if final_attempt:
+            return _attachment_failed(attachment_pk, "LINE never finished preparing the content")
+        _attachment_error(attachment_pk, "LINE is still preparing the content")
+        return FetchOutcome.RETRY
+    content = bytes(response.data or b"")
+    content_type = (response.headers or {}).get("Content-Type", "application/octet-stream")
+    if len(content) > cap:
+        Attachment.objects.filter(pk=attachment_pk).update(
+            state=AttachmentState.TOO_LARGE, error=f"{len(content)} bytes is over the {cap}-byte limit"
+        )
+        return FetchOutcome.FAILED
+    name = attachment.file_name or f"{message.external_id}{_extension(content_type)}"
+    with transaction.atomic():
+        current = Attachment.objects.select_for_update().get(pk=attachment_pk)
+        if current.state != AttachmentState.PENDING:
+            return FetchOutcome.DONE
+        current.file.save(name, ContentFile(content), save=False)
+        current.file_name = name
+        current.content_type = content_type.split(";")[0].strip()
+        current.size = len(content)
+        current.state = AttachmentState.READY
+        current.error = ""
+        current.save(update_fields=["file", "file_name", "content_type", "size", "state", "error"])
+    return FetchOutcome.DONE
+
+
+def _extension(content_type: str) -> str:
+    import mimetypes
+
+    return mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
+
+
+def _attachment_error(attachment_pk: int, error: str) -> None:
+    Attachment.objects.filter(pk=attachment_pk).update(error=error[:2000])
+
+
+def _attachment_failed(attachment_pk: int, error: str) -> FetchOutcome:
+    logger.warning("LINE content download failed attachment=%s error=%s", attachment_pk, error)
+    Attachment.objects.filter(pk=attachment_pk, state=AttachmentState.PENDING).update(
+        state=AttachmentState.FAILED, error=error[:2000]
+    )
+    return FetchOutcome.FAILED

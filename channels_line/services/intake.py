@@ -1,0 +1,171 @@
+"""Webhook intake: verify the signature on the raw body, keep every event once, enqueue after commit.
+
+The view answers as soon as the events are in the database; everything else happens in workers."""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import hmac
+import json
+import logging
+import uuid
+from base64 import b64encode
+from dataclasses import dataclass
+
+from django.db import IntegrityError, transaction
+from django.db.models import Q
+from django.utils import timezone
+from linebot.v3 import SignatureValidator
+
+from omnichannel.models import ChannelType, MessagingAccount
+
+from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
+
+logger = logging.getLogger(__name__)
+
+
+class WebhookRejected(Exception):
+    """A request the webhook refuses; `status` and `reason` go back to the caller."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class WebhookReceipt:
+    stored: int
+    duplicates: int
+
+
+def account_for_webhook(*, account_id: str) -> MessagingAccount:
+    """The enabled LINE account behind a webhook path, with its credentials (one query)."""
+    try:
+        account_uuid = uuid.UUID(str(account_id))
+    except ValueError:
+        raise WebhookRejected(404, "unknown account") from None
+    account = (
+        MessagingAccount.objects.select_related("line")
+        .filter(pk=account_uuid, channel_type=ChannelType.LINE, enabled=True, line__isnull=False)
+        .first()
+    )
+    if account is None:
+        raise WebhookRejected(404, "unknown or disabled account")
+    return account
+
+
+def signature_is_valid(*, body: bytes, signature: str, channel_secret: str) -> bool:
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        # The SDK works on text; a body that is not UTF-8 is checked on its bytes.
+        expected = b64encode(hmac.new(channel_secret.encode(), body, hashlib.sha256).digest()).decode()
+        return hmac.compare_digest(expected, signature)
+    return SignatureValidator(channel_secret).validate(text, signature)
+
+
+def _timestamp(value: object) -> datetime.datetime:
+    try:
+        return datetime.datetime.fromtimestamp(int(value) / 1000, tz=datetime.UTC)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return timezone.now()
+
+
+def _event_id(event: dict) -> str:
+    # LINE always sends webhookEventId; should one be missing, a digest of the event still
+    # deduplicates its redeliveries.
+    event_id = event.get("webhookEventId")
+    if isinstance(event_id, str) and event_id:
+        return event_id[:64]
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
+
+
+def _event_row(*, account: MessagingAccount, event: dict) -> LineWebhookEvent:
+    source = event.get("source") if isinstance(event.get("source"), dict) else {}
+    mode = str(event.get("mode") or "")
+    delivery = event.get("deliveryContext") if isinstance(event.get("deliveryContext"), dict) else {}
+    # Standby events are kept but never answered: their reply token is not kept.
+    reply_token = str(event.get("replyToken") or "") if mode != "standby" else ""
+    return LineWebhookEvent(
+        messaging_account=account,
+        webhook_event_id=_event_id(event),
+        event_type=str(event.get("type") or "")[:40],
+        mode=mode[:10],
+        source_type=str(source.get("type") or "")[:10],
+        source_user_id=str(source.get("userId") or "")[:100],
+        source_group_id=str(source.get("groupId") or "")[:100],
+        source_room_id=str(source.get("roomId") or "")[:100],
+        line_timestamp=_timestamp(event.get("timestamp")),
+        is_redelivery=bool(delivery.get("isRedelivery")),
+        raw=event,
+        reply_token=reply_token[:100],
+    )
+
+
+def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
+    """Verify and store one webhook delivery; each new event is enqueued once the transaction commits.
+
+    Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept)."""
+    if not signature:
+        logger.warning("LINE webhook without signature account=%s", account.pk)
+        raise WebhookRejected(400, "missing x-line-signature header")
+    if not signature_is_valid(body=body, signature=signature, channel_secret=account.line.channel_secret):
+        logger.warning("LINE webhook with a wrong signature account=%s", account.pk)
+        raise WebhookRejected(400, "invalid signature")
+
+    try:
+        payload = json.loads(body)
+        events = payload["events"]
+        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+            raise TypeError("events is not a list of objects")
+    except (ValueError, KeyError, TypeError) as exc:
+        reason = f"malformed body: {exc.__class__.__name__}: {exc}"[:500]
+        LineWebhookRejectedBody.objects.create(
+            messaging_account=account, body=body.decode("utf-8", errors="replace"), reason=reason
+        )
+        logger.warning("LINE webhook body kept as rejected account=%s reason=%s", account.pk, reason)
+        raise WebhookRejected(400, "malformed JSON body") from exc
+
+    from ..tasks import line_event_process
+
+    stored = duplicates = 0
+    with transaction.atomic():
+        for event in events:
+            row = _event_row(account=account, event=event)
+            try:
+                with transaction.atomic():
+                    row.save(force_insert=True)
+            except IntegrityError:
+                duplicates += 1
+                continue
+            stored += 1
+            # robust: a broker outage must not fail the request; the sweep enqueues the event later.
+            transaction.on_commit(lambda pk=row.pk: line_event_process.delay(pk), robust=True)
+    if duplicates:
+        logger.info("LINE webhook duplicates ignored account=%s count=%s", account.pk, duplicates)
+    return WebhookReceipt(stored=stored, duplicates=duplicates)
+
+
+def line_events_sweep(
+    *,
+    older_than: datetime.timedelta = datetime.timedelta(minutes=2),
+    resweep_after: datetime.timedelta = datetime.timedelta(minutes=10),
+    limit: int = 500,
+) -> int:
+    """Enqueue events still pending after `older_than` (their first enqueue was lost, e.g. the broker
+    was down); an event swept once waits `resweep_after` before the next sweep. Returns the count."""
+    from ..tasks import line_event_process
+
+    now = timezone.now()
+    pending = list(
+        LineWebhookEvent.objects.filter(state=EventState.PENDING, received_at__lt=now - older_than)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - resweep_after))
+        .order_by("received_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+    for pk in pending:
+        line_event_process.delay(pk)
+        LineWebhookEvent.objects.filter(pk=pk).update(enqueued_at=now)
+    return len(pending)

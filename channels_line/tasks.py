@@ -1,0 +1,58 @@
+"""LINE tasks: thin, take IDs, call one service, own their retry policy, safe to run twice."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import shared_task
+
+from . import services
+from .client import LineApiError
+
+logger = logging.getLogger(__name__)
+
+DELIVERY_MAX_RETRIES = 5
+CONTENT_MAX_RETRIES = 8
+
+
+@shared_task(acks_late=True, ignore_result=True, max_retries=5, default_retry_delay=10)
+def line_event_process(event_pk: int) -> None:
+    """Turn one stored webhook event into conversation records (inbound queue)."""
+    services.line_event_process(event_pk=event_pk)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=CONTENT_MAX_RETRIES)
+def line_message_content_fetch(self, attachment_pk: int) -> None:
+    """Download a customer's media from LINE's data host; LINE's 202 (not ready) is retried later."""
+    outcome = services.line_attachment_fetch(
+        attachment_pk=attachment_pk, final_attempt=self.request.retries >= self.max_retries
+    )
+    if outcome == services.FetchOutcome.RETRY:
+        raise self.retry(countdown=min(5 * 2**self.request.retries, 300))
+
+
+@shared_task(acks_late=True, ignore_result=True)
+def line_profile_refresh(social_profile_pk: int) -> None:
+    """Fetch a social profile from LINE again (display name, picture, status, language)."""
+    services.line_profile_refresh(social_profile_pk=social_profile_pk)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=DELIVERY_MAX_RETRIES)
+def line_message_deliver(self, message_pk: int) -> None:
+    """Send one outbound message to LINE (outbound queue). 429, 5xx and timeouts are retried with
+    backoff; after the last try the message is marked failed with LINE's reason."""
+    try:
+        services.line_message_deliver(message_pk=message_pk)
+    except LineApiError as error:
+        if error.retryable and self.request.retries < self.max_retries:
+            services.line_message_delivery_retrying(message_pk=message_pk, error=error)
+            raise self.retry(countdown=min(2 * 3**self.request.retries, 600), exc=error) from error
+        services.line_message_delivery_failed(message_pk=message_pk, error=error)
+
+
+@shared_task(ignore_result=True)
+def line_events_sweep() -> None:
+    """Enqueue stored events that were never processed (for example while the broker was down)."""
+    count = services.line_events_sweep()
+    if count:
+        logger.info("LINE events sweep enqueued %s pending events", count)

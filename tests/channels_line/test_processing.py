@@ -1,0 +1,283 @@
+"""Event processing, called as the worker calls it (the worker itself: test_end_to_end.py)."""
+
+from __future__ import annotations
+
+import datetime
+import threading
+
+import pytest
+from django.db import connection
+from django.utils import timezone
+
+from channels_line.models import EventState, LineWebhookEvent
+from channels_line.services import line_event_process, line_events_sweep, line_webhook_receive
+from omnichannel.models import (
+    AttachmentState,
+    Conversation,
+    ConversationState,
+    Message,
+    MessageKind,
+    SocialProfile,
+    ThreadType,
+)
+from omnichannel.services import conversation_close
+from tests.channels_line.payloads import body_bytes, load_payload, sign
+
+pytestmark = pytest.mark.django_db
+
+
+def receive(account, payload) -> list[LineWebhookEvent]:
+    body = body_bytes(payload)
+    line_webhook_receive(account=account, body=body, signature=sign(body, account.line.channel_secret))
+    ids = [e["webhookEventId"] for e in payload["events"]]
+    return list(LineWebhookEvent.objects.filter(webhook_event_id__in=ids).order_by("id"))
+
+
+def process(account, name: str, **kwargs) -> LineWebhookEvent:
+    (event,) = receive(account, load_payload(name, **kwargs))
+    return line_event_process(event_pk=event.pk)
+
+
+@pytest.fixture(autouse=True)
+def _offline(no_line):
+    """LINE calls (profile, content) fail fast here; test_end_to_end.py runs them against the stand-in."""
+
+
+def test_a_text_message_creates_profile_conversation_and_message_with_raw_json(line_account):
+    event = process(line_account, "message_text__user", fresh=True)
+
+    assert event.state == EventState.PROCESSED
+    message = Message.objects.select_related("conversation", "sender_profile").get()
+    assert message.kind == MessageKind.TEXT
+    assert message.text == event.raw["message"]["text"]
+    assert message.external_id == event.raw["message"]["id"]
+    assert message.raw == event.raw
+    assert message.sent_at == event.line_timestamp
+    assert message.sender_profile.external_id == event.source_user_id
+    assert message.conversation.state == ConversationState.OPEN
+    assert message.conversation.thread_type == ThreadType.USER
+    assert message.payload["markAsReadToken"] == event.raw["message"]["markAsReadToken"]
+    assert event.conversation == message.conversation and event.message == message
+
+
+def test_processing_an_event_twice_changes_nothing(line_account):
+    event = process(line_account, "message_text__user", fresh=True)
+    event.state = EventState.PENDING  # as if a second delivery of the task raced the first
+    event.save(update_fields=["state"])
+    line_event_process(event_pk=event.pk)
+    assert Message.objects.count() == 1
+    assert Conversation.objects.count() == 1
+
+
+def test_later_messages_continue_the_open_conversation_in_line_timestamp_order(line_account):
+    first = load_payload("message_text__user", fresh=True)
+    second = load_payload("message_text__user", fresh=True)
+    # Delivered out of order: the second event is older.
+    second["events"][0]["timestamp"] = first["events"][0]["timestamp"] - 5000
+    for payload in (first, second):
+        (event,) = receive(line_account, payload)
+        line_event_process(event_pk=event.pk)
+    conversation = Conversation.objects.get()
+    assert [m.external_id for m in conversation.messages.all()] == [
+        second["events"][0]["message"]["id"], first["events"][0]["message"]["id"]
+    ]
+
+
+def test_a_message_after_close_opens_a_new_conversation(line_account):
+    process(line_account, "message_text__user", fresh=True)
+    conversation_close(conversation=Conversation.objects.get())
+    process(line_account, "message_text__user", fresh=True)
+    assert Conversation.objects.count() == 2
+    assert Conversation.objects.exclude(state=ConversationState.CLOSED).count() == 1
+    assert SocialProfile.objects.count() == 1
+
+
+def test_one_open_conversation_per_thread_is_held_by_the_database(line_account):
+    process(line_account, "message_text__user", fresh=True)
+    existing = Conversation.objects.get()
+    from django.db import IntegrityError, transaction
+
+    with pytest.raises(IntegrityError), transaction.atomic():
+        Conversation.objects.create(
+            messaging_account=line_account, thread_id=existing.thread_id, social_profile=existing.social_profile
+        )
+
+
+def test_a_sticker_keeps_its_ids_and_an_image_url(line_account):
+    event = process(line_account, "message_sticker__animated", fresh=True)
+    message = Message.objects.get()
+    assert message.kind == MessageKind.STICKER
+    assert message.payload["package_id"] == event.raw["message"]["packageId"]
+    assert message.payload["sticker_id"] == event.raw["message"]["stickerId"]
+    assert message.payload["image_url"].endswith(f"/sticker/{event.raw['message']['stickerId']}/android/sticker.png")
+
+
+def test_a_location_keeps_title_address_and_coordinates(line_account):
+    event = process(line_account, "message_location__with_title", fresh=True)
+    message = Message.objects.get()
+    assert message.kind == MessageKind.LOCATION
+    for key in ("title", "address", "latitude", "longitude"):
+        assert message.payload[key] == event.raw["message"][key]
+
+
+def test_an_image_from_line_waits_for_download(line_account, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        process(line_account, "message_image__line_provider", fresh=True)
+    attachment = Message.objects.get().attachments.get()
+    assert attachment.state == AttachmentState.PENDING
+    assert [cb for cb in callbacks if "_attachment_create" in cb.__qualname__]  # the content download
+
+
+def test_an_image_from_an_external_provider_is_recorded_by_url(line_account):
+    event = process(line_account, "message_image__external_provider", fresh=True)
+    attachment = Message.objects.get().attachments.get()
+    assert attachment.state == AttachmentState.EXTERNAL
+    assert attachment.external_url == event.raw["message"]["contentProvider"]["originalContentUrl"]
+
+
+def test_a_file_over_the_size_cap_is_not_downloaded(line_account, settings):
+    settings.LINE_MEDIA_MAX_BYTES = 10
+    process(line_account, "message_file__pdf", fresh=True)
+    message = Message.objects.get()
+    assert message.kind == MessageKind.FILE
+    attachment = message.attachments.get()
+    assert attachment.state == AttachmentState.TOO_LARGE
+    assert attachment.file_name.endswith(".pdf")
+
+
+def test_an_unsend_removes_the_content_and_keeps_a_marker(line_account):
+    original = process(line_account, "message_text__user")
+    process(line_account, "unsend__user")
+    message = Message.objects.get(external_id=original.raw["message"]["id"])
+    assert message.unsent_at is not None
+    assert message.text == ""
+    assert "unsend" in message.raw
+
+
+def test_an_edit_keeps_the_history_and_shows_the_new_text(line_account):
+    original = process(line_account, "message_text__group")
+    edited = process(line_account, "messageEdited__text")
+    message = Message.objects.get(external_id=original.raw["message"]["id"])
+    assert message.text == edited.raw["message"]["text"]
+    edit = message.edits.get()
+    assert edit.previous_text == original.raw["message"]["text"]
+    assert edit.new_text == edited.raw["message"]["text"]
+
+
+def test_unfollow_marks_the_profile_unreachable_and_follow_makes_it_reachable_again(line_account):
+    process(line_account, "message_text__user", fresh=True)
+    process(line_account, "unfollow__user", fresh=True)
+    profile = SocialProfile.objects.get()
+    assert profile.is_reachable is False
+    assert Message.objects.filter(kind=MessageKind.EVENT, payload__event="unfollow").exists()
+
+    process(line_account, "follow__unblocked", fresh=True)
+    profile.refresh_from_db()
+    assert profile.is_reachable is True
+    assert Message.objects.get(payload__event="follow").payload["unblocked"] is True
+
+
+def test_an_older_unfollow_arriving_late_does_not_override_a_newer_follow(line_account):
+    follow = load_payload("follow__user", fresh=True)
+    unfollow = load_payload("unfollow__user", fresh=True)
+    unfollow["events"][0]["timestamp"] = follow["events"][0]["timestamp"] - 60_000
+    for payload in (follow, unfollow):
+        (event,) = receive(line_account, payload)
+        line_event_process(event_pk=event.pk)
+    assert SocialProfile.objects.get().is_reachable is True
+
+
+def test_a_postback_is_stored_as_a_customer_action_with_its_params(line_account):
+    event = process(line_account, "postback__datetime_params", fresh=True)
+    message = Message.objects.get()
+    assert message.kind == MessageKind.POSTBACK
+    assert message.payload["data"] == event.raw["postback"]["data"]
+    assert message.payload["params"] == event.raw["postback"]["params"]
+
+
+def test_a_standby_message_is_stored_but_its_reply_token_is_never_kept(line_account):
+    payload = load_payload("message_text__standby_mode", fresh=True)
+    payload["events"][0]["replyToken"] = "a" * 32  # even if LINE sent one
+    (event,) = receive(line_account, payload)
+    line_event_process(event_pk=event.pk)
+    event.refresh_from_db()
+    assert event.reply_token == ""
+    assert Message.objects.get().payload["standby"] is True
+
+
+def test_group_and_room_messages_go_to_one_conversation_per_group_or_room(line_account):
+    group = process(line_account, "message_text__group", fresh=True)
+    room = process(line_account, "message_text__room", fresh=True)
+    by_type = {c.thread_type: c for c in Conversation.objects.all()}
+    assert by_type[ThreadType.GROUP].thread_id == group.source_group_id
+    assert by_type[ThreadType.ROOM].thread_id == room.source_room_id
+    assert by_type[ThreadType.GROUP].social_profile is None
+    assert Message.objects.get(conversation=by_type[ThreadType.GROUP]).sender_profile.external_id == group.source_user_id
+
+
+def test_join_and_member_events_are_markers_in_the_group_conversation(line_account):
+    process(line_account, "join__group", fresh=True)
+    process(line_account, "memberJoined__group", fresh=True)
+    process(line_account, "memberLeft__group", fresh=True)
+    conversation = Conversation.objects.get()
+    assert [m.payload["event"] for m in conversation.messages.all()] == ["join", "memberJoined", "memberLeft"]
+
+
+def test_an_unknown_event_type_is_kept_raw_and_flagged(line_account):
+    event = process(line_account, "unknown__future_type", fresh=True)
+    assert event.state == EventState.PROCESSED
+    assert LineWebhookEvent.objects.get().raw["type"] == event.raw["type"]
+    flagged = Message.objects.get(is_flagged=True)
+    assert event.raw["type"] in flagged.text
+
+
+def test_beacon_account_link_and_video_events_join_the_open_conversation(line_account):
+    process(line_account, "message_text__user", fresh=True)
+    for name in ("beacon__enter", "accountLink__ok", "videoPlayComplete__user"):
+        process(line_account, name, fresh=True)
+    assert sorted(Message.objects.filter(kind=MessageKind.EVENT).values_list("payload__event", flat=True)) == [
+        "accountLink", "beacon", "videoPlayComplete"
+    ]
+
+
+def test_a_profile_is_created_even_when_line_cannot_be_reached(line_account):
+    process(line_account, "message_text__user", fresh=True)
+    profile = SocialProfile.objects.get()
+    assert profile.profile_fetched_at is None  # fetched again on the next event
+
+
+def test_the_sweep_enqueues_old_pending_events_once(line_account, django_capture_on_commit_callbacks):
+    (event,) = receive(line_account, load_payload("message_text__user", fresh=True))
+    LineWebhookEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - datetime.timedelta(minutes=5))
+    assert line_events_sweep() == 1
+    assert line_events_sweep() == 0  # swept recently: not again yet
+    assert LineWebhookEvent.objects.get().enqueued_at is not None
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conversation(line_account):
+    if connection.vendor == "sqlite":
+        pass  # SQLite serialises writers (IMMEDIATE transactions); the race still runs through the code.
+    user_id = "U" + "ab" * 16
+    events = [e for _ in range(6) for e in receive(line_account, load_payload("message_text__user", fresh=True, user_id=user_id))]
+    barrier = threading.Barrier(len(events))
+    errors: list[BaseException] = []
+
+    def work(pk: int) -> None:
+        try:
+            barrier.wait()
+            line_event_process(event_pk=pk)
+        except BaseException as exc:  # collected and reported below
+            errors.append(exc)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=work, args=(e.pk,)) for e in events]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert SocialProfile.objects.filter(external_id=user_id).count() == 1
+    assert Conversation.objects.filter(thread_id=user_id).count() == 1
+    assert Message.objects.count() == 6
