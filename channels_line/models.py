@@ -81,6 +81,7 @@ class LineWebhookEvent(models.Model):
     reply_token_used_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
+        verbose_name = "LINE webhook event"
         ordering = ["line_timestamp", "id"]
         constraints = [
             models.UniqueConstraint(
@@ -111,6 +112,7 @@ class LineWebhookRejectedBody(models.Model):
     class Meta:
         ordering = ["-received_at"]
         verbose_name = "rejected LINE webhook body"
+        verbose_name_plural = "rejected LINE webhook bodies"
 
     def __str__(self) -> str:
         return f"Rejected body {self.pk}: {self.reason}"

@@ -43,7 +43,7 @@ def line_webhook(request: HttpRequest, account_id: str) -> JsonResponse:
         )
     except WebhookRejected as rejected:
         return _answer(rejected.status, rejected.reason)
-    except DatabaseError:
+    except (DatabaseError, TimeoutError):
         # Nothing was kept: 503 makes LINE redeliver (with webhook redelivery on).
         logger.exception("LINE webhook: database unavailable account=%s", account_id)
         return _answer(503, "temporarily unavailable")

@@ -3,4 +3,4 @@ from django.apps import AppConfig
 
 class OmnichannelConfig(AppConfig):
     name = "omnichannel"
-    verbose_name = "Conversations"
+    verbose_name = "Omnichannel"

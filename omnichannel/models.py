@@ -83,6 +83,8 @@ class SocialProfile(models.Model):
     is_reachable = models.BooleanField(default=True)
     reachability_changed_at = models.DateTimeField(null=True, blank=True)
     profile_fetched_at = models.DateTimeField(null=True, blank=True)
+    # The last attempt, successful or not: a failing channel is not asked again on every event.
+    profile_attempted_at = models.DateTimeField(null=True, blank=True)
     profile_raw = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -121,8 +123,9 @@ class Conversation(models.Model):
     thread_type = models.CharField(max_length=10, choices=ThreadType.choices, default=ThreadType.USER)
     # Where replies go: the user ID for one-to-one threads, the group or room ID otherwise.
     thread_id = models.CharField(max_length=100)
+    # Deleting a profile (the customer's right to erasure) deletes their conversations with it.
     social_profile = models.ForeignKey(
-        SocialProfile, null=True, blank=True, on_delete=models.PROTECT, related_name="conversations"
+        SocialProfile, null=True, blank=True, on_delete=models.CASCADE, related_name="conversations"
     )
     state = models.CharField(max_length=10, choices=ConversationState.choices, default=ConversationState.OPEN)
     created_at = models.DateTimeField(auto_now_add=True)

@@ -20,7 +20,7 @@ if _env_file.is_file():
     # Values already in the environment win over the file.
     env.read_env(_env_file)
 
-INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"  # noqa: S105
+INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
 
 DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
@@ -105,14 +105,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web process and the worker write to the same file: WAL lets readers and a writer work
     # together, IMMEDIATE transactions take the write lock up front (no deadlock on upgrade), and
     # the busy timeout waits for the lock instead of failing with "database is locked".
-    DATABASES["default"]["CONN_MAX_AGE"] = 0
     DATABASES["default"]["OPTIONS"] = {
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;",
     }
-    # A file (not memory) so that a worker process started by the tests sees the test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-db.sqlite3")}
+    # A file (not memory) so that a worker process started by the tests sees the test database;
+    # one per test run, so that two runs on one machine do not share it.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -207,7 +207,12 @@ else:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_CONNECTION_TIMEOUT = env.float("CELERY_BROKER_CONNECTION_TIMEOUT", default=2.0)
 # A web request that enqueues must not hang on a broker outage: the sweep catches up later.
-CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5}
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
@@ -223,7 +228,7 @@ CELERY_TASK_QUEUES = [
     for name in ("inbound", "outbound", "default", "maintenance")
 ]
 CELERY_TASK_ROUTES = {
-    "channels_line.tasks.line_event_process": {"queue": "inbound"},
+    "channels_line.tasks.line_events_process": {"queue": "inbound"},
     "channels_line.tasks.line_message_content_fetch": {"queue": "inbound"},
     "channels_line.tasks.line_profile_refresh": {"queue": "inbound"},
     "channels_line.tasks.line_message_deliver": {"queue": "outbound"},
@@ -241,6 +246,10 @@ LINE_API_BASE_URL = env.str("LINE_API_BASE_URL", default="").rstrip("/")
 LINE_API_DATA_BASE_URL = env.str("LINE_API_DATA_BASE_URL", default="").rstrip("/")
 LINE_API_TIMEOUT = env.float("LINE_API_TIMEOUT", default=10.0)
 LINE_WEBHOOK_MAX_BODY_BYTES = env.int("LINE_WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
+# Webhook events of concurrent requests are stored together by one writer thread per process.
+LINE_WEBHOOK_GROUP_COMMIT = env.bool("LINE_WEBHOOK_GROUP_COMMIT", default=True)
+# Seconds a webhook request waits for its events to be stored before answering 503 (LINE's limit: 2).
+LINE_WEBHOOK_STORE_TIMEOUT = env.float("LINE_WEBHOOK_STORE_TIMEOUT", default=1.5)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)

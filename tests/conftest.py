@@ -3,6 +3,7 @@ configured broker (filesystem by default, Redis in CI), pointed at the test data
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -110,3 +111,23 @@ def _static_files_without_collectstatic(settings):
         **settings.STORAGES,
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
     }
+
+
+@contextlib.contextmanager
+def broker_down() -> Iterator[None]:
+    """Point this process's Celery app at a port where nothing listens: a real refused connection."""
+    from omnichannel.celery import app
+
+    saved = app.conf.broker_url, app.conf.broker_write_url
+
+    def reset_pools() -> None:
+        app._pool = None
+        app.amqp._producer_pool = None
+
+    app.conf.broker_url = app.conf.broker_write_url = "redis://127.0.0.1:1/0"
+    reset_pools()
+    try:
+        yield
+    finally:
+        app.conf.broker_url, app.conf.broker_write_url = saved
+        reset_pools()

@@ -114,7 +114,8 @@ def line_account_check_credentials(*, account: MessagingAccount) -> CredentialsC
         with line_client(line.channel_access_token) as client, line_errors():
             info = client.api.get_bot_info(_request_timeout=client.timeout)
     except LineApiError as error:
-        result = CredentialsCheck(False, f"LINE refused the credentials: {error}")
+        verdict = "LINE refused the credentials" if error.status else "The check could not be made"
+        result = CredentialsCheck(False, f"{verdict}: {error}")
         logger.warning("LINE credentials check failed account=%s error=%s", account.pk, error)
     else:
         line.bot_user_id = info.user_id or ""
@@ -137,6 +138,9 @@ def line_account_check_credentials(*, account: MessagingAccount) -> CredentialsC
     return result
 
 
+@transaction.atomic
 def line_account_delete(*, account: MessagingAccount) -> None:
-    """Delete an account with its conversations and events (channel instances go first: routing issue)."""
+    """Delete an account with its conversations, profiles and events (channel instances go first:
+    routing issue)."""
     account.delete()
+    logger.info("LINE messaging account deleted account=%s", account.pk)

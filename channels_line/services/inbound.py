@@ -61,7 +61,7 @@ def _profile_is_stale(profile: SocialProfile) -> bool:
 
 def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
     """Fetch display name, picture, status message and language from LINE. A failure is logged and
-    leaves the profile as it was (it is tried again on the customer's next event)."""
+    leaves the profile as it was; it is tried again on an event PROFILE_RETRY_AFTER later."""
     profile = (
         SocialProfile.objects.select_related("messaging_account__line").filter(pk=social_profile_pk).first()
     )
@@ -77,13 +77,15 @@ def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
             profile.external_id,
             error,
         )
+        profile.profile_attempted_at = timezone.now()
+        profile.save(update_fields=["profile_attempted_at"])
         return profile
     profile.display_name = (info.display_name or "")[:200]
     profile.picture_url = (info.picture_url or "")[:1000]
     profile.status_message = (info.status_message or "")[:1000]
     profile.language = (info.language or "")[:20]
     profile.profile_raw = info.to_dict()
-    profile.profile_fetched_at = timezone.now()
+    profile.profile_fetched_at = profile.profile_attempted_at = timezone.now()
     profile.save(
         update_fields=[
             "display_name",
@@ -92,6 +94,7 @@ def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
             "language",
             "profile_raw",
             "profile_fetched_at",
+            "profile_attempted_at",
         ]
     )
     return profile

@@ -13,7 +13,6 @@ import uuid
 from base64 import b64encode
 from dataclasses import dataclass
 
-from django.db import IntegrityError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from linebot.v3 import SignatureValidator
@@ -21,6 +20,7 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
+from .event_store import events_store, processing_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -105,9 +105,10 @@ def _event_row(*, account: MessagingAccount, event: dict) -> LineWebhookEvent:
 
 
 def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
-    """Verify and store one webhook delivery; each new event is enqueued once the transaction commits.
+    """Verify and store one webhook delivery; each new event is queued for processing once stored.
 
-    Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept)."""
+    Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept),
+    TimeoutError or DatabaseError when the events could not be stored (nothing acknowledged)."""
     if not signature:
         logger.warning("LINE webhook without signature account=%s", account.pk)
         raise WebhookRejected(400, "missing x-line-signature header")
@@ -128,21 +129,10 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
         logger.warning("LINE webhook body kept as rejected account=%s reason=%s", account.pk, reason)
         raise WebhookRejected(400, "malformed JSON body") from exc
 
-    from ..tasks import line_event_process
-
-    stored = duplicates = 0
-    with transaction.atomic():
-        for event in events:
-            row = _event_row(account=account, event=event)
-            try:
-                with transaction.atomic():
-                    row.save(force_insert=True)
-            except IntegrityError:
-                duplicates += 1
-                continue
-            stored += 1
-            # robust: a broker outage must not fail the request; the sweep enqueues the event later.
-            transaction.on_commit(lambda pk=row.pk: line_event_process.delay(pk), robust=True)
+    rows = [_event_row(account=account, event=event) for event in events]
+    results = events_store(rows)
+    stored = sum(1 for pk in results if pk)
+    duplicates = len(results) - stored
     if duplicates:
         logger.info("LINE webhook duplicates ignored account=%s count=%s", account.pk, duplicates)
     return WebhookReceipt(stored=stored, duplicates=duplicates)
@@ -156,8 +146,6 @@ def line_events_sweep(
 ) -> int:
     """Enqueue events still pending after `older_than` (their first enqueue was lost, e.g. the broker
     was down); an event swept once waits `resweep_after` before the next sweep. Returns the count."""
-    from ..tasks import line_event_process
-
     now = timezone.now()
     pending = list(
         LineWebhookEvent.objects.filter(state=EventState.PENDING, received_at__lt=now - older_than)
@@ -165,7 +153,6 @@ def line_events_sweep(
         .order_by("received_at")
         .values_list("pk", flat=True)[:limit]
     )
-    for pk in pending:
-        line_event_process.delay(pk)
-        LineWebhookEvent.objects.filter(pk=pk).update(enqueued_at=now)
+    LineWebhookEvent.objects.filter(pk__in=pending).update(enqueued_at=now)
+    processing_enqueue(pending)
     return len(pending)

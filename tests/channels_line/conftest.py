@@ -39,7 +39,11 @@ def no_line(settings):
 
 
 def post_webhook(
-    client: Client, account: MessagingAccount, payload: dict | bytes, *, secret: str | None = None,
+    client: Client,
+    account: MessagingAccount,
+    payload: dict | bytes,
+    *,
+    secret: str | None = None,
     signature: str | None = None,
 ):
     body = payload if isinstance(payload, bytes) else body_bytes(payload)
@@ -49,6 +53,8 @@ def post_webhook(
     if signature:
         headers["HTTP_X_LINE_SIGNATURE"] = signature
     return client.post(
-        reverse("line-webhook", args=[account.pk]), data=body, content_type="application/json; charset=utf-8",
+        reverse("line-webhook", args=[account.pk]),
+        data=body,
+        content_type="application/json; charset=utf-8",
         **headers,
     )

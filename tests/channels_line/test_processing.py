@@ -79,7 +79,8 @@ def test_later_messages_continue_the_open_conversation_in_line_timestamp_order(l
         line_event_process(event_pk=event.pk)
     conversation = Conversation.objects.get()
     assert [m.external_id for m in conversation.messages.all()] == [
-        second["events"][0]["message"]["id"], first["events"][0]["message"]["id"]
+        second["events"][0]["message"]["id"],
+        first["events"][0]["message"]["id"],
     ]
 
 
@@ -99,7 +100,9 @@ def test_one_open_conversation_per_thread_is_held_by_the_database(line_account):
 
     with pytest.raises(IntegrityError), transaction.atomic():
         Conversation.objects.create(
-            messaging_account=line_account, thread_id=existing.thread_id, social_profile=existing.social_profile
+            messaging_account=line_account,
+            thread_id=existing.thread_id,
+            social_profile=existing.social_profile,
         )
 
 
@@ -109,7 +112,9 @@ def test_a_sticker_keeps_its_ids_and_an_image_url(line_account):
     assert message.kind == MessageKind.STICKER
     assert message.payload["package_id"] == event.raw["message"]["packageId"]
     assert message.payload["sticker_id"] == event.raw["message"]["stickerId"]
-    assert message.payload["image_url"].endswith(f"/sticker/{event.raw['message']['stickerId']}/android/sticker.png")
+    assert message.payload["image_url"].endswith(
+        f"/sticker/{event.raw['message']['stickerId']}/android/sticker.png"
+    )
 
 
 def test_a_location_keeps_title_address_and_coordinates(line_account):
@@ -212,7 +217,10 @@ def test_group_and_room_messages_go_to_one_conversation_per_group_or_room(line_a
     assert by_type[ThreadType.GROUP].thread_id == group.source_group_id
     assert by_type[ThreadType.ROOM].thread_id == room.source_room_id
     assert by_type[ThreadType.GROUP].social_profile is None
-    assert Message.objects.get(conversation=by_type[ThreadType.GROUP]).sender_profile.external_id == group.source_user_id
+    assert (
+        Message.objects.get(conversation=by_type[ThreadType.GROUP]).sender_profile.external_id
+        == group.source_user_id
+    )
 
 
 def test_join_and_member_events_are_markers_in_the_group_conversation(line_account):
@@ -235,9 +243,9 @@ def test_beacon_account_link_and_video_events_join_the_open_conversation(line_ac
     process(line_account, "message_text__user", fresh=True)
     for name in ("beacon__enter", "accountLink__ok", "videoPlayComplete__user"):
         process(line_account, name, fresh=True)
-    assert sorted(Message.objects.filter(kind=MessageKind.EVENT).values_list("payload__event", flat=True)) == [
-        "accountLink", "beacon", "videoPlayComplete"
-    ]
+    assert sorted(
+        Message.objects.filter(kind=MessageKind.EVENT).values_list("payload__event", flat=True)
+    ) == ["accountLink", "beacon", "videoPlayComplete"]
 
 
 def test_a_profile_is_created_even_when_line_cannot_be_reached(line_account):
@@ -248,7 +256,9 @@ def test_a_profile_is_created_even_when_line_cannot_be_reached(line_account):
 
 def test_the_sweep_enqueues_old_pending_events_once(line_account, django_capture_on_commit_callbacks):
     (event,) = receive(line_account, load_payload("message_text__user", fresh=True))
-    LineWebhookEvent.objects.filter(pk=event.pk).update(received_at=timezone.now() - datetime.timedelta(minutes=5))
+    LineWebhookEvent.objects.filter(pk=event.pk).update(
+        received_at=timezone.now() - datetime.timedelta(minutes=5)
+    )
     assert line_events_sweep() == 1
     assert line_events_sweep() == 0  # swept recently: not again yet
     assert LineWebhookEvent.objects.get().enqueued_at is not None
@@ -259,7 +269,11 @@ def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conver
     if connection.vendor == "sqlite":
         pass  # SQLite serialises writers (IMMEDIATE transactions); the race still runs through the code.
     user_id = "U" + "ab" * 16
-    events = [e for _ in range(6) for e in receive(line_account, load_payload("message_text__user", fresh=True, user_id=user_id))]
+    events = [
+        e
+        for _ in range(6)
+        for e in receive(line_account, load_payload("message_text__user", fresh=True, user_id=user_id))
+    ]
     barrier = threading.Barrier(len(events))
     errors: list[BaseException] = []
 

@@ -1,0 +1,310 @@
+"""Webhook load benchmark, against the server that `make run` starts.
+
+    .venv/bin/python bench/webhook_load.py [--base-url http://127.0.0.1:8000] [--seconds 10]
+
+Phases, all in one run so that the machine's noise hits them alike:
+1. baseline: GET /healthz (a trivial Django view, same server, same workers), closed loop;
+2. intake: signed LINE webhook POSTs (one new text event each), closed loop, same concurrency;
+3. paced: signed webhook POSTs at a fixed rate (default 200 requests/s), latency percentiles;
+4. drain: waits until the worker has processed every event, then reports inbound-to-stored latency
+   (from the moment a request was sent to the moment its message was stored) and checks that every
+   event sent is stored exactly once (some events are deliberately sent twice, as redeliveries).
+
+It creates (or reuses) a messaging account named "Benchmark" through the product's own service,
+reading the same settings as the server (ENV_FILE, default var/local.env). Only loopback is used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import hmac
+import http.client
+import json
+import os
+import random
+import secrets
+import sys
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(BASE_DIR))
+os.environ.setdefault("ENV_FILE", str(BASE_DIR / "var" / "local.env"))
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omnichannel.settings")
+
+
+@dataclass
+class Sample:
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    sent_at: dict[str, float] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def add(
+        self, latency: float, status: int, event_id: str | None = None, sent: float | None = None
+    ) -> None:
+        with self.lock:
+            self.latencies.append(latency)
+            self.statuses[status] = self.statuses.get(status, 0) + 1
+            if event_id and sent is not None and status == 200:
+                self.sent_at.setdefault(event_id, sent)
+
+
+def percentile(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def bench_account() -> tuple[str, str, str]:
+    """(account id, channel secret, bot user id) of the Benchmark account, created when missing."""
+    import django
+
+    django.setup()
+    from channels_line.services import line_account_create
+    from omnichannel.models import MessagingAccount
+
+    account = MessagingAccount.objects.select_related("line").filter(name="Benchmark").first()
+    if account is None:
+        account = line_account_create(
+            name="Benchmark",
+            channel_id=str(random.randint(10**9, 2 * 10**9)),
+            channel_secret=secrets.token_hex(16),
+            channel_access_token=secrets.token_urlsafe(48),
+        )
+    return (
+        str(account.pk),
+        account.line.channel_secret,
+        "U" + account.pk.hex,
+    )
+
+
+class WebhookBody:
+    def __init__(self, secret: str, destination: str, users: int) -> None:
+        self.secret = secret.encode()
+        self.destination = destination
+        self.users = ["U" + secrets.token_hex(16) for _ in range(users)]
+        self.sent_bodies: list[bytes] = []
+
+    def new(self) -> tuple[str, bytes, str]:
+        event_id = uuid.uuid4().hex[:26].upper()
+        event = {
+            "type": "message",
+            "mode": "active",
+            "timestamp": int(time.time() * 1000),
+            "source": {"type": "user", "userId": random.choice(self.users)},
+            "webhookEventId": event_id,
+            "deliveryContext": {"isRedelivery": False},
+            "replyToken": secrets.token_hex(16),
+            "message": {
+                "id": str(random.randint(10**17, 10**18)),
+                "type": "text",
+                "text": "こんにちは, load test",
+                "quoteToken": secrets.token_urlsafe(16),
+            },
+        }
+        body = json.dumps(
+            {"destination": self.destination, "events": [event]}, ensure_ascii=False, separators=(",", ":")
+        ).encode()
+        return event_id, body, self.sign(body)
+
+    def sign(self, body: bytes) -> str:
+        return base64.b64encode(hmac.new(self.secret, body, hashlib.sha256).digest()).decode()
+
+
+def closed_loop(host: str, port: int, seconds: float, workers: int, make_request) -> tuple[Sample, float]:
+    sample = Sample()
+    deadline = time.perf_counter() + seconds
+
+    def run() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        while time.perf_counter() < deadline:
+            method, path, body, headers, event_id = make_request()
+            start = time.perf_counter()
+            wall = time.time()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+                status = 0
+            sample.add(time.perf_counter() - start, status, event_id, wall)
+        conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    begin = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sample, time.perf_counter() - begin
+
+
+def paced(host: str, port: int, seconds: float, rate: float, workers: int, make_request) -> Sample:
+    """Open loop: request i is due at start + i/rate, whatever happened to the others. Latency counts
+    from the due time, so a server that falls behind shows it (no coordinated omission)."""
+    sample = Sample()
+    total = int(seconds * rate)
+    start = time.perf_counter() + 0.1
+    counter = iter(range(total))
+    lock = threading.Lock()
+
+    def run() -> None:
+        conn = http.client.HTTPConnection(host, port, timeout=10)
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                break
+            due = start + i / rate
+            delay = due - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+            method, path, body, headers, event_id = make_request()
+            wall = time.time()
+            try:
+                conn.request(method, path, body=body, headers=headers)
+                response = conn.getresponse()
+                response.read()
+                status = response.status
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                conn = http.client.HTTPConnection(host, port, timeout=10)
+                status = 0
+            sample.add(time.perf_counter() - due, status, event_id, wall)
+        conn.close()
+
+    threads = [threading.Thread(target=run) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return sample
+
+
+def report(name: str, sample: Sample, elapsed: float | None = None) -> dict:
+    ms = [x * 1000 for x in sample.latencies]
+    row = {
+        "phase": name,
+        "requests": len(ms),
+        "rps": round(len(ms) / elapsed, 1) if elapsed else None,
+        "p50_ms": round(percentile(ms, 0.50), 1),
+        "p99_ms": round(percentile(ms, 0.99), 1),
+        "max_ms": round(max(ms), 1) if ms else None,
+        "statuses": sample.statuses,
+    }
+    print(json.dumps(row))
+    return row
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--base-url", default="http://127.0.0.1:8000")
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--users", type=int, default=50)
+    parser.add_argument("--redeliveries", type=float, default=0.05, help="share of events sent twice")
+    parser.add_argument("--drain-timeout", type=float, default=300.0)
+    args = parser.parse_args()
+
+    url = urlsplit(args.base_url)
+    host, port = url.hostname or "127.0.0.1", url.port or 80
+    if host not in {"127.0.0.1", "localhost", "::1"}:
+        parser.error("this benchmark only targets loopback")
+
+    account_id, secret, destination = bench_account()
+    bodies = WebhookBody(secret, destination, args.users)
+    webhook_path = f"/webhooks/line/{account_id}/"
+    redelivered: list[tuple[bytes, str]] = []
+
+    def webhook_request():
+        if redelivered and random.random() < args.redeliveries:
+            body, signature = random.choice(redelivered)
+            return (
+                "POST",
+                webhook_path,
+                body,
+                {"Content-Type": "application/json", "x-line-signature": signature},
+                None,
+            )
+        event_id, body, signature = bodies.new()
+        if len(redelivered) < 1000:
+            redelivered.append((body, signature))
+        return (
+            "POST",
+            webhook_path,
+            body,
+            {"Content-Type": "application/json", "x-line-signature": signature},
+            event_id,
+        )
+
+    def healthz_request():
+        return "GET", "/healthz", None, {}, None
+
+    from django.db.models import Max, Min
+
+    from channels_line.models import EventState, LineWebhookEvent
+    from omnichannel.models import Message
+
+    LineWebhookEvent.objects.filter(messaging_account_id=account_id).delete()
+
+    print(
+        f"# {time.strftime('%Y-%m-%d %H:%M:%S')} base={args.base_url} seconds={args.seconds} "
+        f"concurrency={args.concurrency} rate={args.rate}/s cores={os.cpu_count()}"
+    )
+    closed_loop(host, port, 2, args.concurrency, healthz_request)  # warm-up
+    baseline, baseline_elapsed = closed_loop(host, port, args.seconds, args.concurrency, healthz_request)
+    base_row = report("baseline GET /healthz", baseline, baseline_elapsed)
+    intake, intake_elapsed = closed_loop(host, port, args.seconds, args.concurrency, webhook_request)
+    intake_row = report("intake POST webhook (closed loop)", intake, intake_elapsed)
+    paced_sample = paced(host, port, args.seconds, args.rate, max(args.concurrency, 32), webhook_request)
+    paced_row = report(f"intake POST webhook at {args.rate:g}/s", paced_sample)
+
+    sent = {**intake.sent_at, **paced_sample.sent_at}
+    deadline = time.time() + args.drain_timeout
+    events = LineWebhookEvent.objects.filter(messaging_account_id=account_id)
+    while time.time() < deadline and events.exclude(state=EventState.PROCESSED).exists():
+        time.sleep(0.5)
+    stored = dict(events.values_list("webhook_event_id", "processed_at"))
+    to_stored = [
+        (processed.timestamp() - sent[event_id]) * 1000
+        for event_id, processed in stored.items()
+        if processed and event_id in sent
+    ]
+    messages = Message.objects.filter(conversation__messaging_account_id=account_id).count()
+    window = events.aggregate(first=Min("received_at"), last=Max("processed_at"))
+    result = {
+        "ratio_intake_vs_baseline_rps": round(intake_row["rps"] / base_row["rps"], 3),
+        "events_acknowledged": len(sent),
+        "events_stored": len(stored),
+        "messages_stored": messages,
+        "lost": len(set(sent) - set(stored)),
+        "duplicated": messages - len(stored),
+        "inbound_to_stored_p50_ms": round(percentile(to_stored, 0.5), 1),
+        "inbound_to_stored_p99_ms": round(percentile(to_stored, 0.99), 1),
+        "drain_seconds": round((window["last"] - window["first"]).total_seconds(), 1)
+        if window["last"]
+        else None,
+        "paced_p99_under_100ms": paced_row["p99_ms"] < 100,
+        "no_response_near_2s": max(base_row["max_ms"], intake_row["max_ms"], paced_row["max_ms"]) < 1500,
+    }
+    print(json.dumps(result))
+    ok = result["lost"] == 0 and result["duplicated"] == 0 and result["events_acknowledged"] > 0
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

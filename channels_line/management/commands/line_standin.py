@@ -1,0 +1,60 @@
+"""`python manage.py line_standin`: run the LINE stand-in in the foreground until Ctrl-C."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandParser
+
+from channels_line.standin import StandinServer
+from channels_line.standin.state import DEFAULT_REPLY_TOKEN_TTL_SECONDS, DEFAULT_WEBHOOK_TIMEOUT_SECONDS
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the LINE stand-in: LINE's Messaging API (both hosts), webhook calls and a customer phone "
+        "page on one address. Point LINE_API_BASE_URL and LINE_API_DATA_BASE_URL at it."
+    )
+
+    # The stand-in uses neither the database nor the models: it must start even while they are broken.
+    requires_system_checks: list[str] = []
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--host", default="127.0.0.1", help="Address to listen on (default 127.0.0.1).")
+        parser.add_argument(
+            "--port",
+            type=int,
+            default=settings.LINE_STANDIN_PORT,
+            help=f"Port to listen on (default LINE_STANDIN_PORT, {settings.LINE_STANDIN_PORT}).",
+        )
+        parser.add_argument(
+            "--reply-token-ttl",
+            type=float,
+            default=DEFAULT_REPLY_TOKEN_TTL_SECONDS,
+            help="Seconds a reply token stays valid (LINE: about 60).",
+        )
+        parser.add_argument(
+            "--webhook-timeout",
+            type=float,
+            default=DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+            help="Seconds the stand-in waits for the business's webhook to answer.",
+        )
+
+    def handle(self, *args: Any, **options: Any) -> None:
+        server = StandinServer(
+            host=options["host"],
+            port=options["port"],
+            reply_token_ttl_seconds=options["reply_token_ttl"],
+            webhook_timeout_seconds=options["webhook_timeout"],
+        )
+        validation = "on" if server.validates else "off (LINE_OPENAPI_DIR not found)"
+        self.stdout.write(
+            f"LINE stand-in on {server.base_url}  (phone page: {server.base_url}/, "
+            f"control API: {server.base_url}/_standin/, OpenAPI validation {validation}). Ctrl-C stops."
+        )
+        self.stdout.flush()
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            self.stdout.write("LINE stand-in stopped.")

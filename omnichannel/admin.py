@@ -1,0 +1,315 @@
+"""Admin pages of the core records. Conversations, messages and social profiles are read-only here:
+they change through services (the actions below call them), never through a form save.
+
+The messaging account pages, with the "New account" wizard, are channel-specific: channels_line/admin.py.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
+from django.db.models import OuterRef, QuerySet, Subquery
+from django.http import HttpRequest
+from django.utils.dateformat import format as date_format
+from django.utils.html import format_html
+from django.utils.text import Truncator
+from django.utils.timezone import localtime
+
+from . import services
+from .models import (
+    Attachment,
+    AttachmentState,
+    Contact,
+    Conversation,
+    ConversationState,
+    DeliveryState,
+    Direction,
+    Message,
+    MessageEdit,
+    SocialProfile,
+)
+
+
+def json_block(value: Any) -> str:
+    """JSON as an indented, escaped <pre> block for read-only admin fields."""
+    return format_html(
+        '<pre style="white-space:pre-wrap;margin:0">{}</pre>', json.dumps(value, indent=2, ensure_ascii=False)
+    )
+
+
+class ReadOnlyAdminMixin:
+    """Records that only services write: viewable, never added, changed or deleted through a form.
+
+    `has_change_permission` stays true on the changelist (obj is None) so that actions declared with
+    `permissions=["change"]`, which call services, are offered to users who hold the change permission."""
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return obj is None and super().has_change_permission(request, obj)  # type: ignore[misc]
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class ReadOnlyInlineMixin:
+    extra = 0
+    max_num = 0
+    can_delete = False
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class SocialProfileInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = SocialProfile
+    fields = ["display_name", "external_id", "messaging_account", "is_reachable"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[SocialProfile]:
+        return super().get_queryset(request).select_related("messaging_account")
+
+
+@admin.register(Contact)
+class ContactAdmin(admin.ModelAdmin):
+    list_display = ["name", "email", "phone", "created_at"]
+    search_fields = ["name", "email", "phone"]
+    inlines = [SocialProfileInline]
+
+
+@admin.register(SocialProfile)
+class SocialProfileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "__str__",
+        "external_id",
+        "messaging_account",
+        "contact",
+        "language",
+        "is_reachable",
+        "reachability_changed_at",
+    ]
+    list_select_related = ["messaging_account", "contact"]
+    list_filter = ["is_reachable", "messaging_account", "language"]
+    search_fields = ["display_name", "external_id", "contact__name"]
+    fields = [
+        "messaging_account",
+        "external_id",
+        "display_name",
+        "picture",
+        "status_message",
+        "language",
+        "contact",
+        "is_reachable",
+        "reachability_changed_at",
+        "profile_fetched_at",
+        "profile_json",
+        "created_at",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="Picture")
+    def picture(self, profile: SocialProfile) -> str:
+        if not profile.picture_url:
+            return "-"
+        return format_html(
+            '<img src="{}" alt="" width="64" height="64" style="border-radius:50%"> <a href="{}">{}</a>',
+            profile.picture_url,
+            profile.picture_url,
+            profile.picture_url,
+        )
+
+    @admin.display(description="Profile as fetched")
+    def profile_json(self, profile: SocialProfile) -> str:
+        return json_block(profile.profile_raw)
+
+
+class MessageInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = Message
+    fields = ["sent_at", "direction", "kind", "text_preview", "delivery_state", "delivery_error", "author"]
+    readonly_fields = fields
+    show_change_link = True
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
+        return super().get_queryset(request).select_related("author").order_by("sent_at", "id")
+
+    @admin.display(description="Text")
+    def text_preview(self, message: Message) -> str:
+        return message_text_preview(message)
+
+
+def message_text_preview(message: Message) -> str:
+    if message.unsent_at:
+        return "(unsent by the customer)"
+    return Truncator(message.text).chars(80) or f"({message.get_kind_display().lower()})"
+
+
+@admin.register(Conversation)
+class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = ["__str__", "customer", "messaging_account", "thread_type", "state", "last_message"]
+    list_select_related = ["messaging_account", "social_profile"]
+    list_filter = ["state", "thread_type", "messaging_account"]
+    search_fields = ["thread_id", "social_profile__display_name", "social_profile__external_id"]
+    date_hierarchy = "last_message_at"
+    fields = [
+        "messaging_account",
+        "thread_type",
+        "thread_id",
+        "social_profile",
+        "state",
+        "created_at",
+        "last_message_at",
+        "closed_at",
+    ]
+    readonly_fields = fields
+    inlines = [MessageInline]
+    actions = ["close_conversations"]
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
+        # The latest message's text and kind come with each row: no query per conversation.
+        latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-sent_at", "-id")
+        return (
+            super()
+            .get_queryset(request)
+            .annotate(
+                latest_message_text=Subquery(latest.values("text")[:1]),
+                latest_message_kind=Subquery(latest.values("kind")[:1]),
+            )
+        )
+
+    @admin.display(description="Customer", ordering="social_profile__display_name")
+    def customer(self, conversation: Conversation) -> str:
+        return str(conversation.social_profile) if conversation.social_profile_id else conversation.thread_id
+
+    @admin.display(description="Last message", ordering="last_message_at")
+    def last_message(self, conversation: Conversation) -> str:
+        if conversation.last_message_at is None:
+            return "-"
+        text = getattr(conversation, "latest_message_text", "") or ""
+        kind = getattr(conversation, "latest_message_kind", "") or ""
+        preview = Truncator(text).chars(60) if text else f"({kind})" if kind else ""
+        when = date_format(localtime(conversation.last_message_at), "Y-m-d H:i")
+        return format_html("{} <small>{}</small>", preview, when)
+
+    @admin.action(description="Close the selected conversations", permissions=["change"])
+    def close_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
+        closed = 0
+        for conversation in queryset.exclude(state=ConversationState.CLOSED):
+            services.conversation_close(conversation=conversation)
+            closed += 1
+        self.message_user(request, f"{closed} conversation(s) closed.", messages.SUCCESS)
+
+
+class AttachmentInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = Attachment
+    fields = ["file_name", "content_type", "size", "state", "link", "error"]
+    readonly_fields = fields
+
+    @admin.display(description="Link")
+    def link(self, attachment: Attachment) -> str:
+        url = attachment_url(attachment)
+        return format_html('<a href="{}">open</a>', url) if url else "-"
+
+
+def attachment_url(attachment: Attachment) -> str:
+    """Where the attachment can be fetched: our storage once downloaded, else where it is hosted."""
+    if attachment.state == AttachmentState.READY and attachment.file:
+        return attachment.file.url
+    return attachment.external_url
+
+
+class MessageEditInline(ReadOnlyInlineMixin, admin.TabularInline):
+    model = MessageEdit
+    fields = ["edited_at", "previous_text", "new_text"]
+    readonly_fields = fields
+
+
+@admin.register(Message)
+class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
+    list_display = [
+        "sent_at",
+        "conversation",
+        "direction",
+        "kind",
+        "text_preview",
+        "delivery_state",
+        "delivery_error_preview",
+        "author",
+    ]
+    list_select_related = ["conversation__social_profile", "author"]
+    list_filter = ["delivery_state", "direction", "kind", "is_flagged"]
+    search_fields = ["=uuid", "=external_id", "text"]
+    date_hierarchy = "sent_at"
+    fields = [
+        "uuid",
+        "conversation",
+        "direction",
+        "kind",
+        "text",
+        "payload_json",
+        "external_id",
+        "sender_profile",
+        "author",
+        "sent_at",
+        "delivery_state",
+        "delivery_method",
+        "delivery_attempts",
+        "delivery_error",
+        "delivered_at",
+        "unsent_at",
+        "edited_at",
+        "is_flagged",
+        "raw_json",
+    ]
+    readonly_fields = fields
+    inlines = [AttachmentInline, MessageEditInline]
+    actions = ["retry_delivery"]
+
+    @admin.display(description="Text")
+    def text_preview(self, message: Message) -> str:
+        return message_text_preview(message)
+
+    @admin.display(description="Delivery error")
+    def delivery_error_preview(self, message: Message) -> str:
+        return Truncator(message.delivery_error).chars(80)
+
+    @admin.display(description="Payload")
+    def payload_json(self, message: Message) -> str:
+        return json_block(message.payload)
+
+    @admin.display(description="Raw, as received")
+    def raw_json(self, message: Message) -> str:
+        return json_block(message.raw)
+
+    @admin.action(description="Retry delivery of the selected failed messages", permissions=["change"])
+    def retry_delivery(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
+        retried = 0
+        skipped = 0
+        failed = queryset.filter(direction=Direction.OUTBOUND, delivery_state=DeliveryState.FAILED)
+        for message in failed.select_related("conversation__messaging_account"):
+            try:
+                services.message_retry(message=message)
+            except ValidationError:
+                # Another user or the worker changed it meanwhile.
+                skipped += 1
+            else:
+                retried += 1
+        skipped += queryset.count() - retried - skipped
+        if retried:
+            self.message_user(request, f"{retried} message(s) queued for delivery again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} message(s) skipped: only failed outbound messages can be retried.",
+                messages.WARNING,
+            )
