@@ -5,6 +5,10 @@ cd "$(dirname "$0")/.."
 export ENV_FILE="${ENV_FILE:-var/local.env}"
 export WEB_PORT="${WEB_PORT:-8000}"
 export PUBLIC_BASE_URL="${PUBLIC_BASE_URL:-http://127.0.0.1:${WEB_PORT}}"
+# There is no LINE here: the product talks to the project's LINE stand-in on loopback.
+export LINE_STANDIN_PORT="${LINE_STANDIN_PORT:-8090}"
+export LINE_API_BASE_URL="${LINE_API_BASE_URL:-http://127.0.0.1:${LINE_STANDIN_PORT}}"
+export LINE_API_DATA_BASE_URL="${LINE_API_DATA_BASE_URL:-${LINE_API_BASE_URL}}"
 BIN=.venv/bin
 
 $BIN/python manage.py migrate --noinput -v0
@@ -17,6 +21,7 @@ cat <<MSG
   Admin site     ${PUBLIC_BASE_URL}/admin/
   API docs       ${PUBLIC_BASE_URL}/api/docs/
   Health         ${PUBLIC_BASE_URL}/healthz   ${PUBLIC_BASE_URL}/readyz
+  LINE stand-in  ${LINE_API_BASE_URL}/   (a customer's phone: chat with the demo account)
 
   Press Ctrl-C to stop everything.
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandParser
 
 from channels_line.standin import StandinServer
+from channels_line.standin.demo import channels_file_load_in_background
 from channels_line.standin.state import DEFAULT_REPLY_TOKEN_TTL_SECONDS, DEFAULT_WEBHOOK_TIMEOUT_SECONDS
 
 
@@ -41,6 +43,16 @@ class Command(BaseCommand):
             help="Seconds the stand-in waits for the business's webhook to answer.",
         )
 
+        parser.add_argument(
+            "--channels-file",
+            help="A JSON file written by `manage.py demo_setup`: the channel and users to register at start.",
+        )
+        parser.add_argument(
+            "--demo-conversation",
+            action="store_true",
+            help="With --channels-file: once, send a first customer conversation to the product.",
+        )
+
     def handle(self, *args: Any, **options: Any) -> None:
         server = StandinServer(
             host=options["host"],
@@ -54,6 +66,14 @@ class Command(BaseCommand):
             f"control API: {server.base_url}/_standin/, OpenAPI validation {validation}). Ctrl-C stops."
         )
         self.stdout.flush()
+        if options["channels_file"]:
+            path = Path(options["channels_file"])
+            if path.exists():
+                channels_file_load_in_background(
+                    server.base_url, path, demo_conversation=options["demo_conversation"]
+                )
+            else:
+                self.stderr.write(f"No channels file at {path}: no channel registered.")
         try:
             server.serve_forever()
         except KeyboardInterrupt:

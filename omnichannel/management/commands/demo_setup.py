@@ -13,6 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from agents import services as agents_services
+from channels_line.services.demo import line_demo_account_ensure, standin_channels_file
 
 
 class Command(BaseCommand):
@@ -30,8 +31,13 @@ class Command(BaseCommand):
 
         agents_services.roles_sync()
         created = agents_services.demo_users_ensure(passwords=passwords)
+        account, account_created = line_demo_account_ensure(channels_file=standin_channels_file())
 
         self.stdout.write(self.style.SUCCESS("Demo users (username / password / role):"))
         for spec in agents_services.DEMO_USERS:
             mark = " (new)" if spec.username in created else ""
             self.stdout.write(f"  {spec.username:<12} {passwords[spec.username]:<16} {spec.role}{mark}")
+        state = "created" if account_created else "exists"
+        self.stdout.write(
+            f"Demo LINE account: {account.name} ({state}), callback {account.line.callback_url}"
+        )
