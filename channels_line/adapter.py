@@ -16,5 +16,15 @@ class LineChannel:
 
         line_profile_refresh.delay(social_profile_id)
 
+    def conversation_mark_read_schedule(self, *, conversation_id: int) -> None:
+        from .tasks import line_conversation_mark_read
+
+        line_conversation_mark_read.delay(conversation_id)
+
+    def typing_indicator_schedule(self, *, conversation_id: int, seconds: int) -> None:
+        from .tasks import line_conversation_typing
+
+        line_conversation_typing.delay(conversation_id, seconds)
+
     def callback_url(self, *, account: MessagingAccount) -> str:
         return account.line.callback_url

@@ -61,3 +61,20 @@ def line_events_sweep() -> None:
     count = services.line_events_sweep()
     if count:
         logger.info("LINE events sweep enqueued %s pending events", count)
+
+
+@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=3)
+def line_conversation_mark_read(self, conversation_pk: int) -> None:
+    """Send LINE's "read" mark for a conversation (outbound queue)."""
+    try:
+        services.line_conversation_mark_read(conversation_pk=conversation_pk)
+    except LineApiError as error:
+        if error.retryable:
+            raise self.retry(countdown=5 * 2**self.request.retries, exc=error) from error
+        logger.warning("LINE mark as read refused conversation=%s error=%s", conversation_pk, error)
+
+
+@shared_task(ignore_result=True)
+def line_conversation_typing(conversation_pk: int, seconds: int = 20) -> None:
+    """Show the typing (loading) indicator to the customer; useless later, so never retried."""
+    services.line_conversation_typing(conversation_pk=conversation_pk, seconds=seconds)

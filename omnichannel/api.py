@@ -109,6 +109,17 @@ class ConversationFilterSerializer(serializers.Serializer):
     )
 
 
+class CanReply(permissions.BasePermission):
+    """Acting towards the customer (read marks, typing) takes the right to send them messages."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.has_perm("omnichannel.add_message"))
+
+
+class TypingSerializer(serializers.Serializer):
+    seconds = serializers.IntegerField(min_value=5, max_value=60, default=20)
+
+
 @extend_schema_view(
     list=extend_schema(
         summary="List conversations, latest activity first", parameters=[ConversationFilterSerializer]
@@ -133,6 +144,24 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
             social_profile_external_id=data.get("social_profile_external_id"),
             active_since=data.get("updated_since"),
         )
+
+    @extend_schema(
+        summary="Show the customer that their messages were read", request=None, responses={202: None}
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanReply])
+    def read(self, request: Request, pk: str | None = None) -> Response:
+        services.conversation_mark_read(conversation=self.get_object())
+        return Response(status=status.HTTP_202_ACCEPTED)
+
+    @extend_schema(
+        summary="Show the customer that an agent is typing", request=TypingSerializer, responses={202: None}
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanReply])
+    def typing(self, request: Request, pk: str | None = None) -> Response:
+        body = TypingSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        services.conversation_typing(conversation=self.get_object(), seconds=body.validated_data["seconds"])
+        return Response(status=status.HTTP_202_ACCEPTED)
 
 
 # --- Messages -------------------------------------------------------------------------------------

@@ -204,6 +204,20 @@ def message_retry(*, message: Message) -> Message:
     return message
 
 
+def conversation_mark_read(*, conversation: Conversation) -> None:
+    """Tell the customer, through the channel, that their messages have been read."""
+    adapter = channel_for(conversation.messaging_account)
+    transaction.on_commit(lambda: adapter.conversation_mark_read_schedule(conversation_id=conversation.pk))
+
+
+def conversation_typing(*, conversation: Conversation, seconds: int = 20) -> None:
+    """Show the customer that an agent is typing (for about `seconds`, where the channel can)."""
+    adapter = channel_for(conversation.messaging_account)
+    transaction.on_commit(
+        lambda: adapter.typing_indicator_schedule(conversation_id=conversation.pk, seconds=seconds)
+    )
+
+
 def sequence_split(text: str, size: int) -> Sequence[str]:
     """Split text in pieces of at most `size` characters, preferring line and word boundaries."""
     pieces: list[str] = []

@@ -234,6 +234,8 @@ CELERY_TASK_ROUTES = {
     "channels_line.tasks.line_message_content_fetch": {"queue": "inbound"},
     "channels_line.tasks.line_profile_refresh": {"queue": "inbound"},
     "channels_line.tasks.line_message_deliver": {"queue": "outbound"},
+    "channels_line.tasks.line_conversation_mark_read": {"queue": "outbound"},
+    "channels_line.tasks.line_conversation_typing": {"queue": "outbound"},
     "omnichannel.tasks.*": {"queue": "maintenance"},
     "channels_line.tasks.line_events_sweep": {"queue": "maintenance"},
 }
@@ -248,6 +250,9 @@ LINE_API_BASE_URL = env.str("LINE_API_BASE_URL", default="").rstrip("/")
 LINE_API_DATA_BASE_URL = env.str("LINE_API_DATA_BASE_URL", default="").rstrip("/")
 LINE_API_TIMEOUT = env.float("LINE_API_TIMEOUT", default=10.0)
 LINE_WEBHOOK_MAX_BODY_BYTES = env.int("LINE_WEBHOOK_MAX_BODY_BYTES", default=1024 * 1024)
+# Seconds a web process keeps an account's webhook credentials in memory (changes made in another
+# process take effect within this time; in the same process at once).
+LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS", default=5.0)
 # Webhook events of concurrent requests are stored together by one writer thread per process.
 LINE_WEBHOOK_GROUP_COMMIT = env.bool("LINE_WEBHOOK_GROUP_COMMIT", default=True)
 # Seconds a webhook request waits for its events to be stored before answering 503 (LINE's limit: 2).

@@ -13,6 +13,7 @@ from omnichannel.models import ChannelType, MessagingAccount
 
 from ..client import LineApiError, line_client, line_errors
 from ..models import LineAccount
+from .intake import webhook_account_cache_clear
 
 logger = logging.getLogger(__name__)
 
@@ -98,6 +99,9 @@ def line_account_update(
         line.channel_access_token = channel_access_token
         line_fields.append("channel_access_token")
     line.save(update_fields=line_fields)
+    # Now, and again after commit (a request in between may have cached the old values).
+    webhook_account_cache_clear(account_id=account.pk)
+    transaction.on_commit(lambda: webhook_account_cache_clear(account_id=account.pk))
     return account
 
 
@@ -142,5 +146,8 @@ def line_account_check_credentials(*, account: MessagingAccount) -> CredentialsC
 def line_account_delete(*, account: MessagingAccount) -> None:
     """Delete an account with its conversations, profiles and events (channel instances go first:
     routing issue)."""
+    account_id = account.pk
     account.delete()
+    webhook_account_cache_clear(account_id=account_id)
+    transaction.on_commit(lambda: webhook_account_cache_clear(account_id=account_id))
     logger.info("LINE messaging account deleted account=%s", account.pk)

@@ -9,10 +9,12 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 import uuid
 from base64 import b64encode
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Q
 from django.utils import timezone
 from linebot.v3 import SignatureValidator
@@ -40,19 +42,39 @@ class WebhookReceipt:
     duplicates: int
 
 
+# Every webhook request needs its account's secret. A few seconds of in-process caching takes the
+# query and the decryption off the hot path; account changes clear this process's entry at once
+# and reach the other web processes within LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS.
+_account_cache: dict[uuid.UUID, tuple[float, MessagingAccount]] = {}
+
+
+def webhook_account_cache_clear(*, account_id: uuid.UUID | None = None) -> None:
+    if account_id is None:
+        _account_cache.clear()
+    else:
+        _account_cache.pop(account_id, None)
+
+
 def account_for_webhook(*, account_id: str) -> MessagingAccount:
-    """The enabled LINE account behind a webhook path, with its credentials (one query)."""
+    """The enabled LINE account behind a webhook path, with its credentials (one query, cached)."""
     try:
         account_uuid = uuid.UUID(str(account_id))
     except ValueError:
         raise WebhookRejected(404, "unknown account") from None
+    now = time.monotonic()
+    cached = _account_cache.get(account_uuid)
+    if cached is not None and cached[0] > now:
+        return cached[1]
     account = (
         MessagingAccount.objects.select_related("line")
         .filter(pk=account_uuid, channel_type=ChannelType.LINE, enabled=True, line__isnull=False)
         .first()
     )
     if account is None:
+        _account_cache.pop(account_uuid, None)
         raise WebhookRejected(404, "unknown or disabled account")
+    account.line.channel_secret  # noqa: B018 - decrypted once, here, not on every request
+    _account_cache[account_uuid] = (now + settings.LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS, account)
     return account
 
 

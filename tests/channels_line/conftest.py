@@ -58,3 +58,12 @@ def post_webhook(
         content_type="application/json; charset=utf-8",
         **headers,
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_webhook_account_cache():
+    from channels_line.services.intake import webhook_account_cache_clear
+
+    webhook_account_cache_clear()
+    yield
+    webhook_account_cache_clear()

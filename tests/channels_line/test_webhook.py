@@ -243,3 +243,18 @@ def test_a_store_that_does_not_answer_in_time_gets_503_so_that_line_redelivers(
     settings.LINE_WEBHOOK_STORE_TIMEOUT = 0.0  # no store can answer in zero seconds
     response = post_webhook(client, line_account, load_payload("message_text__user", fresh=True))
     assert response.status_code == 503
+
+
+def test_account_credentials_are_cached_briefly_and_a_change_clears_them(client, line_account):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    post_webhook(client, line_account, load_payload("message_text__user", fresh=True))
+    with CaptureQueriesContext(connection) as queries:
+        post_webhook(client, line_account, load_payload("message_text__user", fresh=True))
+    assert not [q for q in queries.captured_queries if "omnichannel_messagingaccount" in q["sql"]]
+
+    new = new_secret()
+    line_account_update(account=line_account, channel_secret=new)
+    response = post_webhook(client, line_account, load_payload("message_text__user", fresh=True), secret=new)
+    assert response.status_code == 200
