@@ -159,7 +159,8 @@ class MessagingAccountAdmin(admin.ModelAdmin):
         if line is None:
             return "-"
         return format_html(
-            '<input type="text" id="callback-url" value="{}" readonly size="70" aria-label="Callback URL"> '
+            '<input type="text" id="callback-url" value="{}" readonly size="80" '
+            'style="width: min(44rem, 100%); font-family: monospace" aria-label="Callback URL"> '
             '<button type="button" class="button" data-copy-target="callback-url">Copy</button> '
             '<span class="copy-status" role="status" aria-live="polite"></span>',
             line.callback_url,
