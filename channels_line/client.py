@@ -57,6 +57,8 @@ def error_from_exception(exc: Exception) -> LineApiError:
         if exc.status == 401:
             message = f"the channel access token was refused ({message})"
         return LineApiError(exc.status, message, tuple(details))
+    if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
+        exc = exc.reason
     if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
         return LineApiError(None, f"no answer within {settings.LINE_API_TIMEOUT:g} s")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
@@ -73,7 +75,11 @@ class LineClient:
 
 def _configuration(access_token: str, host: str) -> Configuration:
     # An empty host keeps the SDK's own per-API default (api.line.me or api-data.line.me).
-    return Configuration(access_token=access_token, host=host or None)
+    configuration = Configuration(access_token=access_token, host=host or None)
+    # urllib3 would silently retry a timed-out GET three times (4 x LINE_API_TIMEOUT in a worker);
+    # retries are the tasks' business, with backoff and a record of each failure.
+    configuration.retries = 0
+    return configuration
 
 
 @contextmanager

@@ -9,12 +9,18 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import pytest
 from django.conf import settings
 from django.db import connection
+
+if TYPE_CHECKING:
+    from channels_line.standin import StandinControl, StandinServer
+    from omnichannel.models import MessagingAccount
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -73,13 +79,29 @@ def _start_worker(env_overrides: dict[str, str], log_path: Path, queues: str | N
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, django_db_blocker, tmp_path_factory) -> Iterator[WorkerProcess]:
-    """A real Celery worker process consuming every queue, on the test database."""
+def line_standin() -> Iterator[StandinServer]:
+    """One LINE stand-in for the whole run, on a free loopback port, checking every request against
+    LINE's OpenAPI descriptions. The worker's LINE hosts point at it; tests reset it between them
+    (`line_standin_control`)."""
+    from channels_line.standin import StandinServer
+
+    server = StandinServer(host="127.0.0.1", port=0).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(
+    django_db_setup, django_db_blocker, tmp_path_factory, line_standin
+) -> Iterator[WorkerProcess]:
+    """A real Celery worker process consuming every queue, on the test database, calling LINE's two
+    hosts on the session's stand-in."""
     from omnichannel.celery import app
 
+    line_hosts = {"LINE_API_BASE_URL": line_standin.base_url, "LINE_API_DATA_BASE_URL": line_standin.base_url}
     with django_db_blocker.unblock():
         app.control.purge()
-        worker = _start_worker({}, tmp_path_factory.mktemp("worker") / "worker.log")
+        worker = _start_worker(line_hosts, tmp_path_factory.mktemp("worker") / "worker.log")
     yield worker
     worker.process.terminate()
     try:
@@ -131,3 +153,83 @@ def broker_down() -> Iterator[None]:
     finally:
         app.conf.broker_url, app.conf.broker_write_url = saved
         reset_pools()
+
+
+# --- LINE through the stand-in ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def line_standin_control(line_standin, settings) -> StandinControl:
+    """The session's stand-in, emptied for this test, with this process's LINE hosts pointed at it."""
+    from channels_line.standin import StandinControl
+
+    if not line_standin.validates:
+        pytest.fail(f"LINE's OpenAPI descriptions are missing from {settings.LINE_OPENAPI_DIR}")
+    line_standin.state.reset()
+    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = line_standin.base_url
+    return StandinControl(line_standin.base_url)
+
+
+@dataclass
+class LineShop:
+    """A channel registered in the stand-in, connected as a messaging account in the product, and one
+    LINE user who is a friend of its account."""
+
+    control: StandinControl
+    account: MessagingAccount
+    channel_id: str
+    user_id: str
+
+    def act(self, deliver: bool = True, **action: Any) -> dict[str, Any]:
+        """The LINE user does something (type=text, image, follow...); the stand-in signs the event and
+        POSTs it to the channel's webhook URL unless `deliver` is False."""
+        return self.control.act(self.channel_id, {"user_id": self.user_id, **action}, deliver=deliver)
+
+    def sent(self, **filters: Any) -> list[dict[str, Any]]:
+        """What LINE received from the product for this channel, oldest first."""
+        return self.control.sent(self.channel_id, **filters)
+
+    def quota_used(self) -> int:
+        return self.control.request("GET", f"/channels/{self.channel_id}")["quota_used"]
+
+    def webhook_connect(self) -> None:
+        """Paste the account's callback URL into the (stand-in) LINE console, as the set-up guide says."""
+        self.control.channel_register(channel_id=self.channel_id, webhook_url=self.account.line.callback_url)
+
+
+LINE_USER_PROFILE = {
+    "display_name": "Aiko Tanaka",
+    "picture_url": "https://profile.line-scdn.net/0h-aiko-tanaka",
+    "status_message": "Tokyo / Osaka",
+    "language": "ja",
+}
+
+
+@pytest.fixture
+def line_shop(db, line_standin_control) -> LineShop:
+    """A fresh stand-in channel and LINE user, connected as a LINE messaging account."""
+    from channels_line.services import line_account_create
+
+    channel = line_standin_control.channel_register(bot_display_name="Sakura Shop")
+    user = line_standin_control.user_create(channel["channel_id"], **LINE_USER_PROFILE)
+    account = line_account_create(
+        name=f"Sakura Shop {channel['channel_id']}",
+        channel_id=channel["channel_id"],
+        channel_secret=channel["channel_secret"],
+        channel_access_token=channel["channel_access_token"],
+    )
+    return LineShop(
+        control=line_standin_control,
+        account=account,
+        channel_id=channel["channel_id"],
+        user_id=user["user_id"],
+    )
+
+
+@pytest.fixture
+def line_shop_online(line_shop, live_server, settings) -> LineShop:
+    """The shop with its webhook served by the live server: the stand-in POSTs events over HTTP and
+    signed links (PUBLIC_BASE_URL) point at the live server."""
+    settings.PUBLIC_BASE_URL = live_server.url
+    line_shop.webhook_connect()
+    return line_shop

@@ -44,6 +44,8 @@ MEDIA_TYPES = {
     "audio": MessageKind.AUDIO,
     "file": MessageKind.FILE,
 }
+# After a failed profile fetch, events of that customer do not ask LINE again before this.
+PROFILE_RETRY_AFTER = datetime.timedelta(minutes=5)
 # Event types that start a conversation when there is none; the others join an open one if any.
 CONVERSATION_STARTERS = {"message", "postback", "follow", "join", "memberJoined"}
 
@@ -52,6 +54,15 @@ CONVERSATION_STARTERS = {"message", "postback", "follow", "join", "memberJoined"
 
 
 def _profile_is_stale(profile: SocialProfile) -> bool:
+    attempted = profile.profile_attempted_at
+    if (
+        attempted
+        and attempted != profile.profile_fetched_at
+        and attempted > timezone.now() - PROFILE_RETRY_AFTER
+    ):
+        # The last fetch failed a moment ago: a failing channel is not asked again on every event,
+        # each of which would wait out LINE_API_TIMEOUT in the inbound queue.
+        return False
     if profile.profile_fetched_at is None:
         return True
     return profile.profile_fetched_at < timezone.now() - datetime.timedelta(

@@ -150,10 +150,15 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
     conversation = message.conversation
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
         raise LineApiError(None, "The customer has blocked the account.", permanent=True)
+    try:
+        line_messages = line_messages_for(message)
+    except (KeyError, TypeError, ValueError) as exc:
+        # Stored data that LINE's message objects refuse (the SDK's pydantic ValidationError is a
+        # ValueError): no retry can help, and the message must not stay "sending" for ever.
+        raise LineApiError(None, f"The message cannot be sent to LINE: {exc}", permanent=True) from exc
     Message.objects.filter(pk=message.pk).update(
         delivery_state=DeliveryState.SENDING, delivery_attempts=message.delivery_attempts + 1
     )
-    line_messages = line_messages_for(message)
     batches = [
         line_messages[i : i + MESSAGES_PER_REQUEST]
         for i in range(0, len(line_messages), MESSAGES_PER_REQUEST)
