@@ -119,48 +119,64 @@ class WebhookBody:
         return base64.b64encode(hmac.new(self.secret, body, hashlib.sha256).digest()).decode()
 
 
-def closed_loop(host: str, port: int, seconds: float, workers: int, make_request) -> tuple[Sample, float]:
-    sample = Sample()
-    deadline = time.perf_counter() + seconds
+class Connection:
+    """One keep-alive HTTP connection per client thread; reopened after an error."""
 
-    def run() -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=10)
-        while time.perf_counter() < deadline:
-            method, path, body, headers, event_id = make_request()
-            start = time.perf_counter()
-            wall = time.time()
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=10)
-                status = 0
-            sample.add(time.perf_counter() - start, status, event_id, wall)
-        conn.close()
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self.conn = http.client.HTTPConnection(host, port, timeout=10)
 
-    threads = [threading.Thread(target=run) for _ in range(workers)]
+    def send(self, sample: Sample, make_request, started: float | None = None) -> None:
+        """Send one request; its latency counts from `started` (default: now)."""
+        method, path, body, headers, event_id = make_request()
+        start = time.perf_counter() if started is None else started
+        wall = time.time()
+        try:
+            self.conn.request(method, path, body=body, headers=headers)
+            response = self.conn.getresponse()
+            response.read()
+            status = response.status
+        except (OSError, http.client.HTTPException):
+            self.conn.close()
+            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
+            status = 0
+        sample.add(time.perf_counter() - start, status, event_id, wall)
+
+
+def run_threads(workers: int, target) -> float:
+    threads = [threading.Thread(target=target) for _ in range(workers)]
     begin = time.perf_counter()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    return sample, time.perf_counter() - begin
+    return time.perf_counter() - begin
+
+
+def closed_loop(host: str, port: int, seconds: float, workers: int, make_request) -> tuple[Sample, float]:
+    """Each thread sends its next request as soon as the previous one is answered."""
+    sample = Sample()
+    deadline = time.perf_counter() + seconds
+
+    def run() -> None:
+        connection = Connection(host, port)
+        while time.perf_counter() < deadline:
+            connection.send(sample, make_request)
+        connection.conn.close()
+
+    return sample, run_threads(workers, run)
 
 
 def paced(host: str, port: int, seconds: float, rate: float, workers: int, make_request) -> Sample:
     """Open loop: request i is due at start + i/rate, whatever happened to the others. Latency counts
     from the due time, so a server that falls behind shows it (no coordinated omission)."""
     sample = Sample()
-    total = int(seconds * rate)
     start = time.perf_counter() + 0.1
-    counter = iter(range(total))
+    counter = iter(range(int(seconds * rate)))
     lock = threading.Lock()
 
     def run() -> None:
-        conn = http.client.HTTPConnection(host, port, timeout=10)
+        connection = Connection(host, port)
         while True:
             with lock:
                 i = next(counter, None)
@@ -170,25 +186,10 @@ def paced(host: str, port: int, seconds: float, rate: float, workers: int, make_
             delay = due - time.perf_counter()
             if delay > 0:
                 time.sleep(delay)
-            method, path, body, headers, event_id = make_request()
-            wall = time.time()
-            try:
-                conn.request(method, path, body=body, headers=headers)
-                response = conn.getresponse()
-                response.read()
-                status = response.status
-            except (OSError, http.client.HTTPException):
-                conn.close()
-                conn = http.client.HTTPConnection(host, port, timeout=10)
-                status = 0
-            sample.add(time.perf_counter() - due, status, event_id, wall)
-        conn.close()
+            connection.send(sample, make_request, started=due)
+        connection.conn.close()
 
-    threads = [threading.Thread(target=run) for _ in range(workers)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    run_threads(workers, run)
     return sample
 
 

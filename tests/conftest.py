@@ -233,3 +233,13 @@ def line_shop_online(line_shop, live_server, settings) -> LineShop:
     settings.PUBLIC_BASE_URL = live_server.url
     line_shop.webhook_connect()
     return line_shop
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _group_commit_writer_closed_at_the_end(django_db_setup):
+    """The webhook's writer thread holds a database connection; close it before the test database
+    is dropped (PostgreSQL refuses to drop a database in use)."""
+    yield
+    from channels_line.services.event_store import events_writer_stop
+
+    events_writer_stop()

@@ -136,6 +136,16 @@ class GroupCommitWriter:
             raise pending.error
         return pending.result
 
+    def stop(self) -> None:
+        """Let the writer finish what is queued, close its database connection and end (it starts
+        again on the next submit). For orderly shutdowns and test teardown."""
+        if self._pid == os.getpid():
+            done = _Pending([])
+            self._queue.put(done)
+            self._queue.put(None)  # type: ignore[arg-type]
+            done.done.wait(5)
+            self._pid = None
+
     def _ensure_thread(self) -> None:
         if self._pid == os.getpid():
             return
@@ -147,12 +157,20 @@ class GroupCommitWriter:
 
     def _run(self) -> None:
         while True:
-            batch = [self._queue.get()]
+            first = self._queue.get()
+            if first is None:
+                connection.close()
+                return
+            batch = [first]
             while len(batch) < WRITER_BATCH_MAX:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    item = self._queue.get_nowait()
                 except queue.Empty:
                     break
+                if item is None:
+                    self._queue.put(None)  # type: ignore[arg-type]
+                    break
+                batch.append(item)
             new: list[int] = []
             try:
                 close_old_connections()
@@ -176,6 +194,10 @@ class GroupCommitWriter:
 
 
 _writer = GroupCommitWriter()
+
+
+def events_writer_stop() -> None:
+    _writer.stop()
 
 
 def events_store(rows: list[LineWebhookEvent]) -> list[int | None]:

@@ -179,22 +179,16 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
         return None
     content = event.raw.get("message") or {}
     content_type = content.get("type", "")
-    common = {"external_id": str(content.get("id") or "")}
     extras = {k: content[k] for k in ("quoteToken", "markAsReadToken", "quotedMessageId") if k in content}
     if event.mode == "standby":
         extras["standby"] = True
 
+    def add(**fields: object) -> Message:
+        return _add_message(event, conversation, profile, external_id=str(content.get("id") or ""), **fields)
+
     if content_type == "text":
         payload = {**extras, **{k: content[k] for k in ("emojis", "mention") if k in content}}
-        return _add_message(
-            event,
-            conversation,
-            profile,
-            kind=MessageKind.TEXT,
-            text=content.get("text", ""),
-            payload=payload,
-            **common,
-        )
+        return add(kind=MessageKind.TEXT, text=content.get("text", ""), payload=payload)
     if content_type == "sticker":
         payload = {
             **extras,
@@ -204,45 +198,23 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
             "keywords": content.get("keywords") or [],
             "image_url": STICKER_IMAGE_URL.format(sticker_id=content.get("stickerId")),
         }
-        return _add_message(
-            event,
-            conversation,
-            profile,
-            kind=MessageKind.STICKER,
-            text=content.get("text", ""),
-            payload=payload,
-            **common,
-        )
+        return add(kind=MessageKind.STICKER, text=content.get("text", ""), payload=payload)
     if content_type == "location":
         payload = {**extras, **{k: content.get(k) for k in ("title", "address", "latitude", "longitude")}}
         text = " · ".join(str(v) for v in (content.get("title"), content.get("address")) if v)
-        return _add_message(
-            event, conversation, profile, kind=MessageKind.LOCATION, text=text, payload=payload, **common
-        )
+        return add(kind=MessageKind.LOCATION, text=text, payload=payload)
     if content_type in MEDIA_TYPES:
         payload = {**extras, **{k: content[k] for k in ("imageSet", "duration") if k in content}}
-        message = _add_message(
-            event,
-            conversation,
-            profile,
-            kind=MEDIA_TYPES[content_type],
-            text=content.get("fileName", ""),
-            payload=payload,
-            **common,
-        )
+        message = add(kind=MEDIA_TYPES[content_type], text=content.get("fileName", ""), payload=payload)
         if not message.attachments.exists():
             _attachment_create(message=message, content=content)
         return message
     # A message type this version does not know: kept raw, flagged for a human.
-    return _add_message(
-        event,
-        conversation,
-        profile,
+    return add(
         kind=MessageKind.UNKNOWN,
         is_flagged=True,
         text=f"Unsupported LINE message type “{content_type}”",
         payload=extras,
-        **common,
     )
 
 
