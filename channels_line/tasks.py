@@ -17,13 +17,9 @@ CONTENT_MAX_RETRIES = 8
 
 @shared_task(acks_late=True, ignore_result=True)
 def line_events_process(event_pks: list[int]) -> None:
-    """Turn stored webhook events into conversation records (inbound queue), in order. An event that
-    fails stays pending with its error and is picked up again by the sweep."""
-    for event_pk in event_pks:
-        try:
-            services.line_event_process(event_pk=event_pk)
-        except Exception:  # noqa: S112 - logged with the event's IDs by the service; the others still run
-            continue
+    """Turn stored webhook events into conversation records (inbound queue). An event that fails
+    stays pending with its error; the periodic sweep queues it again."""
+    services.line_events_process(event_pks=event_pks)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=CONTENT_MAX_RETRIES)

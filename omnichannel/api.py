@@ -221,7 +221,9 @@ class MessageSerializer(serializers.ModelSerializer):
             "edited_at",
             "is_flagged",
             "delivery_state",
+            "delivery_method",
             "delivery_error",
+            "delivered_at",
             "sent_at",
             "author",
         ]

@@ -8,7 +8,13 @@ from .accounts import (
     line_account_update,
 )
 from .chat import line_conversation_mark_read, line_conversation_typing
-from .inbound import FetchOutcome, line_attachment_fetch, line_event_process, line_profile_refresh
+from .inbound import (
+    FetchOutcome,
+    line_attachment_fetch,
+    line_event_process,
+    line_events_process,
+    line_profile_refresh,
+)
 from .intake import WebhookReceipt, WebhookRejected, line_events_sweep, line_webhook_receive
 from .outbound import line_message_deliver, line_message_delivery_failed, line_message_delivery_retrying
 
@@ -25,6 +31,7 @@ __all__ = [
     "line_conversation_mark_read",
     "line_conversation_typing",
     "line_event_process",
+    "line_events_process",
     "line_events_sweep",
     "line_message_deliver",
     "line_message_delivery_failed",

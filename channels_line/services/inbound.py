@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -407,39 +407,74 @@ HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message |
 }
 
 
+MAX_ATTEMPTS = 5
+
+
+def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
+    """Process stored events exactly once each, in LINE timestamp order, in one transaction with a
+    savepoint per event (a failing event does not undo the others; it stays pending with its error
+    for the sweep, and is marked failed after MAX_ATTEMPTS). Profiles are fetched first, outside
+    the transaction, so that no lock is held while LINE is called. Running it twice changes nothing:
+    processed events are skipped under a row lock."""
+    events = list(
+        LineWebhookEvent.objects.select_related("messaging_account__line")
+        .filter(pk__in=list(event_pks))
+        .exclude(state=EventState.PROCESSED)
+        .order_by("line_timestamp", "id")
+    )
+    if not events:
+        return []
+    profiles: dict[tuple[object, str, str], SocialProfile | None] = {}
+    for event in events:
+        key = (event.messaging_account_id, event.source_user_id, event.source_type)
+        if key not in profiles:
+            profiles[key] = _profile_for_event(event)
+    done: list[LineWebhookEvent] = []
+    with transaction.atomic():
+        locked = {
+            row.pk: row
+            for row in LineWebhookEvent.objects.select_for_update()
+            .filter(pk__in=[e.pk for e in events])
+            .exclude(state=EventState.PROCESSED)
+            .order_by("pk")
+        }
+        for event in events:
+            row = locked.get(event.pk)
+            if row is None:
+                continue  # processed meanwhile by another worker
+            row.messaging_account = event.messaging_account
+            row.attempts += 1
+            profile = profiles[(event.messaging_account_id, event.source_user_id, event.source_type)]
+            try:
+                with transaction.atomic():
+                    message = HANDLERS.get(row.event_type, _handle_other)(row, profile)
+            except Exception as exc:
+                logger.exception(
+                    "LINE event processing failed account=%s event=%s attempt=%s",
+                    row.messaging_account_id,
+                    row.webhook_event_id,
+                    row.attempts,
+                )
+                row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
+                if row.attempts >= MAX_ATTEMPTS:
+                    row.state = EventState.FAILED
+            else:
+                row.state = EventState.PROCESSED
+                row.processed_at = timezone.now()
+                row.last_error = ""
+                row.message = message
+                row.conversation = message.conversation if message else None
+            done.append(row)
+        LineWebhookEvent.objects.bulk_update(
+            done, ["state", "processed_at", "attempts", "last_error", "message", "conversation"]
+        )
+    return done
+
+
 def line_event_process(*, event_pk: int) -> LineWebhookEvent | None:
-    """Process one stored event exactly once; a second run finds it processed and does nothing."""
-    event = LineWebhookEvent.objects.select_related("messaging_account__line").filter(pk=event_pk).first()
-    if event is None or event.state == EventState.PROCESSED:
-        return event
-    try:
-        profile = _profile_for_event(event)
-        with transaction.atomic():
-            locked = LineWebhookEvent.objects.select_for_update().get(pk=event_pk)
-            if locked.state == EventState.PROCESSED:
-                return locked
-            locked.messaging_account = event.messaging_account
-            message = HANDLERS.get(locked.event_type, _handle_other)(locked, profile)
-            locked.state = EventState.PROCESSED
-            locked.processed_at = timezone.now()
-            locked.attempts += 1
-            locked.last_error = ""
-            locked.message = message
-            locked.conversation = message.conversation if message else None
-            locked.save(
-                update_fields=["state", "processed_at", "attempts", "last_error", "message", "conversation"]
-            )
-            return locked
-    except Exception as exc:
-        logger.exception(
-            "LINE event processing failed account=%s event=%s",
-            event.messaging_account_id,
-            event.webhook_event_id,
-        )
-        LineWebhookEvent.objects.filter(pk=event_pk).exclude(state=EventState.PROCESSED).update(
-            attempts=event.attempts + 1, last_error=f"{exc.__class__.__name__}: {exc}"[:2000]
-        )
-        raise
+    """Process one stored event (see line_events_process); returns it as stored afterwards."""
+    line_events_process(event_pks=[event_pk])
+    return LineWebhookEvent.objects.filter(pk=event_pk).first()
 
 
 # --- Media ----------------------------------------------------------------------------------------

@@ -295,3 +295,40 @@ def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conver
     assert SocialProfile.objects.filter(external_id=user_id).count() == 1
     assert Conversation.objects.filter(thread_id=user_id).count() == 1
     assert Message.objects.count() == 6
+
+
+def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_five_tries(
+    line_account, monkeypatch
+):
+    from channels_line.services import inbound, line_events_process
+
+    def broken(event, profile):  # stands in for a bug in one handler
+        raise RuntimeError("handler bug")
+
+    monkeypatch.setitem(inbound.HANDLERS, "postback", broken)
+    text = receive(line_account, load_payload("message_text__user", fresh=True))[0]
+    postback = receive(line_account, load_payload("postback__plain", fresh=True))[0]
+
+    line_events_process(event_pks=[text.pk, postback.pk])
+
+    text.refresh_from_db()
+    postback.refresh_from_db()
+    assert text.state == EventState.PROCESSED and Message.objects.count() == 1
+    assert postback.state == EventState.PENDING
+    assert postback.last_error == "RuntimeError: handler bug"
+    for _ in range(4):
+        line_events_process(event_pks=[postback.pk])
+    postback.refresh_from_db()
+    assert (postback.state, postback.attempts) == (EventState.FAILED, 5)
+
+
+def test_a_batch_runs_a_fixed_number_of_queries_per_event(line_account, django_assert_max_num_queries):
+    from channels_line.services import line_events_process
+
+    process(line_account, "message_text__user", fresh=True)  # the profile and conversation exist now
+    events = [
+        e for _ in range(10) for e in receive(line_account, load_payload("message_text__user", fresh=True))
+    ]
+    with django_assert_max_num_queries(10 * 8 + 10):
+        line_events_process(event_pks=[e.pk for e in events])
+    assert Message.objects.count() == 11
