@@ -258,8 +258,10 @@ def main() -> int:
     from django.db.models import Max, Min
 
     from channels_line.models import EventState, LineWebhookEvent
-    from omnichannel.models import Message
+    from omnichannel.models import Conversation, Message
 
+    # A clean slate for this account: counts below are of this run only.
+    Conversation.objects.filter(messaging_account_id=account_id).delete()
     LineWebhookEvent.objects.filter(messaging_account_id=account_id).delete()
 
     print(

@@ -59,6 +59,9 @@ def error_from_exception(exc: Exception) -> LineApiError:
         return LineApiError(exc.status, message, tuple(details))
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
+    if isinstance(exc, urllib3.exceptions.NewConnectionError):
+        # Checked first: urllib3 makes it a subclass of its timeout error.
+        return LineApiError(None, f"connection failed ({exc.__class__.__name__})")
     if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
         return LineApiError(None, f"no answer within {settings.LINE_API_TIMEOUT:g} s")
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):

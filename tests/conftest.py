@@ -27,7 +27,7 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 
 def database_url_for(settings_dict: dict) -> str:
     """The DATABASE_URL of the database the tests run on (the test database, once it exists)."""
-    if settings_dict["ENGINE"].endswith("sqlite3"):
+    if "sqlite" in settings_dict["ENGINE"]:
         return f"sqlite:///{Path(settings_dict['NAME']).resolve()}"
     user = quote(settings_dict.get("USER") or "")
     password = quote(settings_dict.get("PASSWORD") or "")

@@ -408,10 +408,11 @@ HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message |
 
 
 MAX_ATTEMPTS = 5
+EVENTS_PER_TRANSACTION = 2
 
 
 def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
-    """Process stored events exactly once each, in LINE timestamp order, in one transaction with a
+    """Process stored events exactly once each, in LINE timestamp order, a few per transaction with a
     savepoint per event (a failing event does not undo the others; it stays pending with its error
     for the sweep, and is marked failed after MAX_ATTEMPTS). Profiles are fetched first, outside
     the transaction, so that no lock is held while LINE is called. Running it twice changes nothing:
@@ -429,6 +430,17 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
         key = (event.messaging_account_id, event.source_user_id, event.source_type)
         if key not in profiles:
             profiles[key] = _profile_for_event(event)
+    done: list[LineWebhookEvent] = []
+    # Short transactions: the write lock (SQLite) is held a few milliseconds at a time, so that a
+    # webhook storing its events never waits long behind a worker.
+    for start in range(0, len(events), EVENTS_PER_TRANSACTION):
+        done += _events_process_locked(events[start : start + EVENTS_PER_TRANSACTION], profiles)
+    return done
+
+
+def _events_process_locked(
+    events: list[LineWebhookEvent], profiles: dict[tuple[object, str, str], SocialProfile | None]
+) -> list[LineWebhookEvent]:
     done: list[LineWebhookEvent] = []
     with transaction.atomic():
         locked = {

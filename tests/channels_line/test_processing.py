@@ -329,6 +329,6 @@ def test_a_batch_runs_a_fixed_number_of_queries_per_event(line_account, django_a
     events = [
         e for _ in range(10) for e in receive(line_account, load_payload("message_text__user", fresh=True))
     ]
-    with django_assert_max_num_queries(10 * 8 + 10):
+    with django_assert_max_num_queries(10 * 10):
         line_events_process(event_pks=[e.pk for e in events])
     assert Message.objects.count() == 11

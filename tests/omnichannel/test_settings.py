@@ -50,7 +50,7 @@ def read_settings(env: dict[str, str], tmp_path: Path) -> dict:
 
 def test_defaults_are_sqlite_in_wal_mode_and_a_filesystem_broker_under_var_dir(tmp_path):
     values = read_settings({"DEBUG": "true"}, tmp_path)
-    assert values["engine"] == "django.db.backends.sqlite3"
+    assert values["engine"] == "omnichannel.db.sqlite"  # Django's SQLite backend with a write lock
     assert values["name"] == str(tmp_path / "var" / "db.sqlite3")
     assert "journal_mode=WAL" in values["options"]["init_command"]
     assert values["options"]["transaction_mode"] == "IMMEDIATE"

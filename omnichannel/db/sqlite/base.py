@@ -1,0 +1,73 @@
+"""SQLite with an operating-system lock around write transactions (the embedded mode's database).
+
+SQLite lets one writer in at a time. A connection that finds the write lock taken waits in
+SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms between tries: with the web process
+and two workers writing, webhook answers spent most of their time asleep while the lock was free.
+Here every write transaction (BEGIN IMMEDIATE) first takes an exclusive flock on a file beside the
+database; a waiting connection is woken by the kernel the moment the lock is released. SQLite's
+own locking still guards the data: this only makes the wait short. PostgreSQL needs none of it."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from typing import Any
+
+from django.db.backends.sqlite3 import base
+
+
+class DatabaseWrapper(base.DatabaseWrapper):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._write_lock_fd: int | None = None
+        self._write_lock_held = False
+
+    def _write_lock_path(self) -> str | None:
+        name = str(self.settings_dict["NAME"])
+        if self.is_in_memory_db() or not name:
+            return None
+        return f"{name}.writelock"
+
+    def _write_lock_acquire(self) -> None:
+        path = self._write_lock_path()
+        if path is None or self._write_lock_held:
+            return
+        if self._write_lock_fd is None:
+            # One open file per connection: flock excludes other connections of this process too.
+            self._write_lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+        self._write_lock_held = True
+
+    def _write_lock_release(self) -> None:
+        if self._write_lock_held and self._write_lock_fd is not None:
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
+        self._write_lock_held = False
+
+    def _start_transaction_under_autocommit(self) -> None:
+        self._write_lock_acquire()
+        try:
+            super()._start_transaction_under_autocommit()
+        except BaseException:
+            self._write_lock_release()
+            raise
+
+    def _commit(self) -> None:
+        try:
+            super()._commit()
+        finally:
+            self._write_lock_release()
+
+    def _rollback(self) -> None:
+        try:
+            super()._rollback()
+        finally:
+            self._write_lock_release()
+
+    def _close(self) -> None:
+        try:
+            super()._close()
+        finally:
+            self._write_lock_release()
+            if self._write_lock_fd is not None:
+                os.close(self._write_lock_fd)
+                self._write_lock_fd = None
