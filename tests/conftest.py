@@ -243,3 +243,18 @@ def _group_commit_writer_closed_at_the_end(django_db_setup):
     from channels_line.services.event_store import events_writer_stop
 
     events_writer_stop()
+
+
+@pytest.fixture
+def standin(settings) -> Iterator:
+    """A LINE stand-in of the test's own on a free loopback port, with this process's LINE calls
+    (both hosts) pointed at it."""
+    from channels_line.standin import StandinServer
+
+    server = StandinServer(host="127.0.0.1", port=0).start()
+    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = server.base_url
+    settings.LINE_API_TIMEOUT = 5
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -4,28 +4,14 @@ its own tests)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from playwright.sync_api import expect
 
 from channels_line.models import LineWebhookEvent
 from channels_line.services import line_account_create
-from channels_line.standin import StandinControl, StandinServer
+from channels_line.standin import StandinControl
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def standin(settings) -> Iterator[StandinServer]:
-    """The stand-in on a free loopback port; the product's LINE API calls go to it too."""
-    server = StandinServer(host="127.0.0.1", port=0).start()
-    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = server.base_url
-    settings.LINE_API_TIMEOUT = 5
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

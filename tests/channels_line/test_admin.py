@@ -3,8 +3,6 @@ read-only pages of conversations, messages, profiles and webhook events (no N+1 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
@@ -13,7 +11,6 @@ from django.urls import reverse
 from channels_line.admin import WIZARD_SESSION_KEY
 from channels_line.models import EventState, LineAccount, LineWebhookEvent, LineWebhookRejectedBody
 from channels_line.standin.client import StandinControl
-from channels_line.standin.server import StandinServer
 from omnichannel.fields import decrypt
 from omnichannel.models import DeliveryState, MessagingAccount
 from tests.factories import (
@@ -39,15 +36,6 @@ WIZARD = "admin:omnichannel_messagingaccount_wizard"
 def admin_client(client):
     client.force_login(AdministratorFactory())
     return client
-
-
-@pytest.fixture
-def standin(settings) -> Iterator[StandinServer]:
-    server = StandinServer(host="127.0.0.1", port=0).start()
-    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = server.base_url
-    settings.LINE_API_TIMEOUT = 5
-    yield server
-    server.stop()
 
 
 def raw_line_account_row(account: MessagingAccount) -> tuple[str, str]:

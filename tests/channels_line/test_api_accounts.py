@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import pytest
 from django.db import connection
@@ -12,7 +11,6 @@ from rest_framework.test import APIClient
 
 from channels_line.models import LineAccount
 from channels_line.standin.client import StandinControl
-from channels_line.standin.server import StandinServer
 from omnichannel.models import Conversation, MessagingAccount
 from tests.factories import (
     AdministratorFactory,
@@ -58,15 +56,6 @@ def admin_api() -> APIClient:
 @pytest.fixture
 def agent_api() -> APIClient:
     return api_client_for(AgentFactory())
-
-
-@pytest.fixture
-def standin(settings) -> Iterator[StandinServer]:
-    server = StandinServer(host="127.0.0.1", port=0).start()
-    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = server.base_url
-    settings.LINE_API_TIMEOUT = 5
-    yield server
-    server.stop()
 
 
 def assert_no_secrets(response, *secrets: str) -> None:

@@ -15,20 +15,11 @@ from channels_line.services import (
     line_event_process,
     line_webhook_receive,
 )
-from channels_line.standin import StandinControl, StandinServer
+from channels_line.standin import StandinControl
 from omnichannel.models import Conversation
 from tests.channels_line.payloads import sign
 
 pytestmark = pytest.mark.django_db
-
-
-@pytest.fixture
-def standin(settings):
-    server = StandinServer(host="127.0.0.1", port=0).start()
-    settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = server.base_url
-    settings.LINE_API_TIMEOUT = 5
-    yield server
-    server.stop()
 
 
 @pytest.fixture
