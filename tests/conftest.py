@@ -47,7 +47,14 @@ class WorkerProcess:
 
 
 def _start_worker(env_overrides: dict[str, str], log_path: Path, queues: str | None = None) -> WorkerProcess:
-    env = {**os.environ, **env_overrides, "DATABASE_URL": database_url_for(connection.settings_dict)}
+    env = {
+        **os.environ,
+        # Tasks left by earlier tests may call LINE (the stand-in) with faults set: keep each call short,
+        # so that they never hold up the tasks a test is waiting for.
+        "LINE_API_TIMEOUT": "3",
+        **env_overrides,
+        "DATABASE_URL": database_url_for(connection.settings_dict),
+    }
     command = [
         sys.executable,
         "-m",
@@ -258,3 +265,14 @@ def standin(settings) -> Iterator:
         yield server
     finally:
         server.stop()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """SQLite leaves -wal, -shm and .writelock files beside the test database it dropped."""
+    from django.conf import settings as django_settings
+
+    name = str(django_settings.DATABASES["default"].get("TEST", {}).get("NAME") or "")
+    if "sqlite" in django_settings.DATABASES["default"]["ENGINE"] and name:
+        for suffix in ("-wal", "-shm", ".writelock"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + suffix)

@@ -15,7 +15,7 @@ def test_a_task_sent_to_the_broker_runs_on_a_separate_worker_process(celery_work
     tasks.worker_heartbeat_record.delay(token)
 
     heartbeat = wait_for(
-        lambda: WorkerHeartbeat.objects.filter(token=token).first(), message="the heartbeat row"
+        lambda: WorkerHeartbeat.objects.filter(token=token).first(), timeout=60, message="the heartbeat row"
     )
     assert heartbeat.hostname
     assert "omnichannel.tasks.worker_heartbeat_record[" in celery_worker.log()
