@@ -171,26 +171,37 @@ class GroupCommitWriter:
                     self._queue.put(None)  # type: ignore[arg-type]
                     break
                 batch.append(item)
-            new: list[int] = []
             try:
-                close_old_connections()
-                rows = [row for pending in batch for row in pending.rows]
-                with transaction.atomic():
-                    inserted = events_insert(rows)
-                claimed: set[Key] = set()
-                for pending in batch:
-                    pending.result = _assign(pending.rows, inserted, claimed)
-                    new.extend(pk for pk in pending.result if pk)
-            except BaseException as exc:
-                logger.exception("LINE event store failed for %s requests", len(batch))
-                for pending in batch:
-                    pending.error = exc
-                connection.close()
+                new = self._store([pending for pending in batch if pending.rows])
             finally:
                 for pending in batch:
                     pending.done.set()
             if new:
                 processing_enqueue(new)
+
+    def _store(self, batch: list[_Pending]) -> list[int]:
+        """Store a batch in one transaction. Should it fail (say, an account deleted meanwhile), each
+        request is stored on its own, so that only the requests at fault get the error."""
+        if not batch:
+            return []
+        try:
+            close_old_connections()
+            rows = [row for pending in batch for row in pending.rows]
+            with transaction.atomic():
+                inserted = events_insert(rows)
+        except Exception as exc:
+            if len(batch) > 1:
+                return [pk for pending in batch for pk in self._store([pending])]
+            logger.exception("LINE event store failed account=%s", batch[0].rows[0].messaging_account_id)
+            batch[0].error = exc
+            connection.close()
+            return []
+        claimed: set[Key] = set()
+        new: list[int] = []
+        for pending in batch:
+            pending.result = _assign(pending.rows, inserted, claimed)
+            new.extend(pk for pk in pending.result if pk)
+        return new
 
 
 _writer = GroupCommitWriter()

@@ -260,3 +260,26 @@ def test_account_credentials_are_cached_briefly_and_a_change_clears_them(client,
     line_account_update(account=line_account, channel_secret=new)
     response = post_webhook(client, line_account, load_payload("message_text__user", fresh=True), secret=new)
     assert response.status_code == 200
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(line_account, enqueued):
+    import uuid as uuid_module
+
+    from channels_line.services.event_store import GroupCommitWriter, _Pending
+    from channels_line.services.intake import _event_row
+    from omnichannel.models import MessagingAccount
+
+    gone = MessagingAccount(pk=uuid_module.uuid4(), name="deleted meanwhile")  # never saved: FK fails
+    good = _Pending(
+        [_event_row(account=line_account, event=load_payload("message_text__user", fresh=True)["events"][0])]
+    )
+    bad = _Pending(
+        [_event_row(account=gone, event=load_payload("message_text__user", fresh=True)["events"][0])]
+    )
+
+    new = GroupCommitWriter()._store([good, bad])
+
+    assert good.error is None and good.result == new and len(new) == 1
+    assert bad.error is not None
+    assert LineWebhookEvent.objects.count() == 1
