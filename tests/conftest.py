@@ -46,6 +46,18 @@ class WorkerProcess:
         return self.log_path.read_text(errors="replace")
 
 
+_worker_logs: list[Path] = []
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """When a run fails, show the end of the test worker's log: a stalled worker explains itself there."""
+    if exitstatus and _worker_logs and _worker_logs[-1].exists():
+        lines = _worker_logs[-1].read_text(errors="replace").splitlines()
+        terminalreporter.section("celery worker log (last 80 lines)")
+        for line in lines[-80:]:
+            terminalreporter.write_line(line)
+
+
 def _start_worker(env_overrides: dict[str, str], log_path: Path, queues: str | None = None) -> WorkerProcess:
     env = {
         **os.environ,
@@ -72,6 +84,7 @@ def _start_worker(env_overrides: dict[str, str], log_path: Path, queues: str | N
     ]
     if queues:
         command += ["-Q", queues]
+    _worker_logs.append(log_path)
     log_file = log_path.open("w")
     process = subprocess.Popen(command, cwd=BASE_DIR, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 60
