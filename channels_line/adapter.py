@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from omnichannel.models import Message, MessagingAccount
+from omnichannel.models import Message
 
 
 class LineChannel:
@@ -10,11 +10,6 @@ class LineChannel:
         from .tasks import line_message_deliver
 
         line_message_deliver.delay(message.pk)
-
-    def profile_refresh_schedule(self, *, social_profile_id: int) -> None:
-        from .tasks import line_profile_refresh
-
-        line_profile_refresh.delay(social_profile_id)
 
     def conversation_mark_read_schedule(self, *, conversation_id: int) -> None:
         from .tasks import line_conversation_mark_read
@@ -25,6 +20,3 @@ class LineChannel:
         from .tasks import line_conversation_typing
 
         line_conversation_typing.delay(conversation_id, seconds)
-
-    def callback_url(self, *, account: MessagingAccount) -> str:
-        return account.line.callback_url

@@ -32,12 +32,6 @@ def line_message_content_fetch(self, attachment_pk: int) -> None:
         raise self.retry(countdown=min(5 * 2**self.request.retries, 300))
 
 
-@shared_task(acks_late=True, ignore_result=True)
-def line_profile_refresh(social_profile_pk: int) -> None:
-    """Fetch a social profile from LINE again (display name, picture, status, language)."""
-    services.line_profile_refresh(social_profile_pk=social_profile_pk)
-
-
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=DELIVERY_MAX_RETRIES)
 def line_message_deliver(self, message_pk: int) -> None:
     """Send one outbound message to LINE (outbound queue). 429, 5xx and timeouts are retried with

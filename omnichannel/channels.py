@@ -15,17 +15,11 @@ class ChannelAdapter(Protocol):
     def message_delivery_schedule(self, *, message: Message) -> None:
         """Queue the delivery of an outbound message (called after the transaction commits)."""
 
-    def profile_refresh_schedule(self, *, social_profile_id: int) -> None:
-        """Queue a refresh of a social profile from the channel."""
-
     def conversation_mark_read_schedule(self, *, conversation_id: int) -> None:
         """Queue showing the customer that their messages were read."""
 
     def typing_indicator_schedule(self, *, conversation_id: int, seconds: int) -> None:
         """Queue showing the customer that an agent is typing."""
-
-    def callback_url(self, *, account: MessagingAccount) -> str:
-        """The URL the channel's console needs for webhooks ('' when not applicable)."""
 
 
 _adapters: dict[str, ChannelAdapter] = {}

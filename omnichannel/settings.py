@@ -238,7 +238,6 @@ CELERY_TASK_QUEUES = [
 CELERY_TASK_ROUTES = {
     "channels_line.tasks.line_events_process": {"queue": "inbound"},
     "channels_line.tasks.line_message_content_fetch": {"queue": "inbound"},
-    "channels_line.tasks.line_profile_refresh": {"queue": "inbound"},
     "channels_line.tasks.line_message_deliver": {"queue": "outbound"},
     "channels_line.tasks.line_conversation_mark_read": {"queue": "outbound"},
     "channels_line.tasks.line_conversation_typing": {"queue": "outbound"},

@@ -1,10 +1,13 @@
 from django.contrib.auth.decorators import login_required
-from django.http import HttpRequest, HttpResponse, JsonResponse
+from django.core import signing
+from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET
 
 from . import health, selectors
+from .files import attachment_from_token
+from .models import Attachment
 
 
 @require_GET
@@ -37,12 +40,6 @@ def home(request: HttpRequest) -> HttpResponse:
 @require_GET
 def attachment_download(request: HttpRequest, token: str) -> HttpResponse:
     """Serve a file behind a signed, expiring link (documents and media sent to customers)."""
-    from django.core import signing
-    from django.http import FileResponse, Http404
-
-    from .files import attachment_from_token
-    from .models import Attachment
-
     try:
         attachment = attachment_from_token(token)
     except signing.SignatureExpired:

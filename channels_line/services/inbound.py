@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime
 import enum
 import logging
+import mimetypes
 from collections.abc import Callable, Sequence
 
 from django.conf import settings
@@ -551,8 +552,6 @@ def line_attachment_fetch(*, attachment_pk: int, final_attempt: bool = False) ->
 
 
 def _extension(content_type: str) -> str:
-    import mimetypes
-
     return mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
 
 

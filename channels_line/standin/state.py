@@ -36,16 +36,6 @@ def new_user_id() -> str:
     return "U" + secrets.token_hex(16)
 
 
-def new_group_id() -> str:
-    """A LINE group chat ID: "C" and 32 lowercase hex digits."""
-    return "C" + secrets.token_hex(16)
-
-
-def new_room_id() -> str:
-    """A LINE multi-person chat (room) ID: "R" and 32 lowercase hex digits."""
-    return "R" + secrets.token_hex(16)
-
-
 def new_message_id() -> str:
     """A LINE message ID (a decimal string, unique within this process)."""
     with _numbers_lock:
