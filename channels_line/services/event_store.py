@@ -6,18 +6,28 @@ time, which is where multi-second webhook answers came from). Instead, a request
 one writer thread per process and waits; the writer stores everything waiting in one transaction
 and wakes each request with its result. The request still answers only after its events are
 committed, so an acknowledged event is never lost.
+
+Queueing the stored events for processing is a second thread's job: publishing a task costs about as
+much as storing a batch, and the writer would otherwise store nothing meanwhile. The publisher takes
+everything stored since its last round and publishes it in tasks of PROCESS_BATCH_SIZE events. An
+event whose publishing is lost (the process dies, the broker is down) is in the database already;
+the periodic sweep queues it.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterable
+from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, transaction
+from django.db import close_old_connections, connection, models, transaction
+from django.utils import timezone
 
 from ..models import LineWebhookEvent
 
@@ -25,15 +35,41 @@ logger = logging.getLogger(__name__)
 
 WRITER_BATCH_MAX = 500
 PROCESS_BATCH_SIZE = 20
+PUBLISH_LINGER_SECONDS = 0.02
 
 Key = tuple[object, str]
+# A webhook event to store: column values by field attname (`messaging_account_id`, `raw`, ...).
+# Plain dictionaries rather than model instances: building and converting model instances was the
+# largest cost of a flush. Fields left out take their model default.
+EventRow = dict[str, Any]
 
 
-def _key(row: LineWebhookEvent) -> Key:
-    return (row.messaging_account_id, row.webhook_event_id)
+def _key(row: EventRow) -> Key:
+    return (row["messaging_account_id"], row["webhook_event_id"])
 
 
-def events_insert(rows: list[LineWebhookEvent]) -> dict[Key, int]:
+# Fields whose Python value is what the database driver takes.
+_PLAIN_FIELDS = models.CharField | models.TextField | models.BooleanField | models.IntegerField
+
+
+@functools.cache
+def _insert_fields() -> list[tuple[models.Field, Any, str]]:
+    """(field, default, how to convert) for every column an insert writes, in column order."""
+    plan = []
+    for field in LineWebhookEvent._meta.concrete_fields:
+        if field.primary_key:
+            continue
+        if isinstance(field, models.DateTimeField):
+            how = "datetime"
+        elif isinstance(field, _PLAIN_FIELDS):
+            how = "as is"
+        else:  # foreign keys, JSON: the field's own conversion
+            how = "field"
+        plan.append((field, field.get_default(), how))
+    return plan
+
+
+def events_insert(rows: list[EventRow]) -> dict[Key, int]:
     """Insert the rows whose (account, webhookEventId) is not stored yet, in one statement.
 
     Returns the new primary key of each inserted row by its key; rows already stored are skipped by
@@ -41,33 +77,41 @@ def events_insert(rows: list[LineWebhookEvent]) -> dict[Key, int]:
     if not rows:
         return {}
     meta = LineWebhookEvent._meta
-    fields = [f for f in meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholder = "(" + ", ".join(["%s"] * len(fields)) + ")"
+    plan = _insert_fields()
+    ops = connection.ops
+    now = ops.adapt_datetimefield_value(timezone.now())
     params: list[object] = []
     for row in rows:
-        for f in fields:
-            params.append(f.get_db_prep_save(f.pre_save(row, True), connection))
-    account_column = meta.get_field("messaging_account").column
+        for field, default, how in plan:
+            value = row.get(field.attname, default)
+            if field.attname == "received_at":
+                params.append(now)
+            elif value is None or how == "as is":
+                params.append(value)
+            elif how == "datetime":
+                params.append(ops.adapt_datetimefield_value(value))
+            else:
+                params.append(field.get_db_prep_save(value, connection))
+    columns = ", ".join(ops.quote_name(field.column) for field, _, _ in plan)
+    placeholder = "(" + ", ".join(["%s"] * len(plan)) + ")"
+    account_field = meta.get_field("messaging_account")
     # Only identifiers from the model's own metadata are interpolated; every value is a parameter.
     sql = (
-        f"INSERT INTO {connection.ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608
+        f"INSERT INTO {ops.quote_name(meta.db_table)} ({columns}) "  # noqa: S608
         f"VALUES {', '.join([placeholder] * len(rows))} "
-        f"ON CONFLICT ({account_column}, webhook_event_id) DO NOTHING "
-        f"RETURNING id, {account_column}, webhook_event_id"
+        f"ON CONFLICT ({account_field.column}, webhook_event_id) DO NOTHING "
+        f"RETURNING id, {account_field.column}, webhook_event_id"
     )
-    account_field = meta.get_field("messaging_account")
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         returned = cursor.fetchall()
-    by_column = {account_field.get_db_prep_save(r.messaging_account_id, connection): r for r in rows}
-    inserted: dict[Key, int] = {}
-    for pk, account_value, event_id in returned:
-        # The database hands back its own representation of the account ID (hex text on SQLite).
-        row = by_column.get(account_value)
-        account_id = row.messaging_account_id if row is not None else account_value
-        inserted[(account_id, event_id)] = pk
-    return inserted
+    # The database hands back its own representation of the account ID (hex text on SQLite).
+    accounts = {row["messaging_account_id"] for row in rows}
+    by_column = {account_field.get_db_prep_save(account, connection): account for account in accounts}
+    return {
+        (by_column.get(account_value, account_value), event_id): pk
+        for pk, account_value, event_id in returned
+    }
 
 
 def processing_enqueue(event_pks: Iterable[int]) -> None:
@@ -84,7 +128,7 @@ def processing_enqueue(event_pks: Iterable[int]) -> None:
             logger.exception("LINE events not enqueued (the sweep will) events=%s", chunk)
 
 
-def _assign(rows: list[LineWebhookEvent], inserted: dict[Key, int], claimed: set[Key]) -> list[int | None]:
+def _assign(rows: list[EventRow], inserted: dict[Key, int], claimed: set[Key]) -> list[int | None]:
     # The same event twice in one batch: only the first occurrence is the new one.
     result: list[int | None] = []
     for row in rows:
@@ -96,7 +140,7 @@ def _assign(rows: list[LineWebhookEvent], inserted: dict[Key, int], claimed: set
     return result
 
 
-def events_store_inline(rows: list[LineWebhookEvent]) -> list[int | None]:
+def events_store_inline(rows: list[EventRow]) -> list[int | None]:
     """Store in the caller's transaction; processing is queued once it commits."""
     with transaction.atomic():
         result = _assign(rows, events_insert(rows), set())
@@ -109,7 +153,7 @@ def events_store_inline(rows: list[LineWebhookEvent]) -> list[int | None]:
 class _Pending:
     __slots__ = ("done", "error", "result", "rows")
 
-    def __init__(self, rows: list[LineWebhookEvent]) -> None:
+    def __init__(self, rows: list[EventRow]) -> None:
         self.rows = rows
         self.done = threading.Event()
         self.result: list[int | None] = []
@@ -117,14 +161,17 @@ class _Pending:
 
 
 class GroupCommitWriter:
-    """One writer thread per process (started on first use, again after a fork)."""
+    """One writer thread and one publisher thread per process (started on first use, again after a
+    fork)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
         self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
+        # New primary keys to queue for processing, or an Event to set once all before it are queued.
+        self._stored: queue.SimpleQueue[list[int] | threading.Event | None] = queue.SimpleQueue()
 
-    def submit(self, rows: list[LineWebhookEvent], *, timeout: float) -> list[int | None]:
+    def submit(self, rows: list[EventRow], *, timeout: float) -> list[int | None]:
         """Store `rows`; returns the new primary key of each row, or None for one already stored.
         Raises TimeoutError when the database did not answer in time, or the database's error."""
         self._ensure_thread()
@@ -136,14 +183,24 @@ class GroupCommitWriter:
             raise pending.error
         return pending.result
 
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything submitted so far is stored and its processing queued."""
+        if self._pid != os.getpid():
+            return True
+        done = _Pending([])
+        self._queue.put(done)
+        if not done.done.wait(timeout):
+            return False
+        published = threading.Event()
+        self._stored.put(published)
+        return published.wait(timeout)
+
     def stop(self) -> None:
         """Let the writer finish what is queued, close its database connection and end (it starts
         again on the next submit). For orderly shutdowns and test teardown."""
         if self._pid == os.getpid():
-            done = _Pending([])
-            self._queue.put(done)
+            self.flush()
             self._queue.put(None)  # type: ignore[arg-type]
-            done.done.wait(5)
             self._pid = None
 
     def _ensure_thread(self) -> None:
@@ -152,23 +209,32 @@ class GroupCommitWriter:
         with self._lock:
             if self._pid != os.getpid():
                 self._queue = queue.SimpleQueue()
-                threading.Thread(target=self._run, name="line-event-writer", daemon=True).start()
+                self._stored = queue.SimpleQueue()
+                # Each thread gets its queues as arguments: after a stop, the next submit starts new
+                # threads on new queues while the old ones finish.
+                threading.Thread(
+                    target=self._run, args=(self._queue, self._stored), name="line-event-writer", daemon=True
+                ).start()
+                threading.Thread(
+                    target=self._publish, args=(self._stored,), name="line-event-publisher", daemon=True
+                ).start()
                 self._pid = os.getpid()
 
-    def _run(self) -> None:
+    def _run(self, requests: queue.SimpleQueue[_Pending], stored: queue.SimpleQueue) -> None:
         while True:
-            first = self._queue.get()
+            first = requests.get()
             if first is None:
                 connection.close()
+                stored.put(None)
                 return
             batch = [first]
             while len(batch) < WRITER_BATCH_MAX:
                 try:
-                    item = self._queue.get_nowait()
+                    item = requests.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
-                    self._queue.put(None)  # type: ignore[arg-type]
+                    requests.put(None)  # type: ignore[arg-type]
                     break
                 batch.append(item)
             try:
@@ -177,7 +243,30 @@ class GroupCommitWriter:
                 for pending in batch:
                     pending.done.set()
             if new:
-                processing_enqueue(new)
+                stored.put(new)
+
+    def _publish(self, stored: queue.SimpleQueue) -> None:
+        while True:
+            items = [stored.get()]
+            # Linger a moment to gather more: one publish costs as much as storing a few events.
+            deadline = time.monotonic() + PUBLISH_LINGER_SECONDS
+            while not isinstance(items[-1], threading.Event | None):
+                remaining = deadline - time.monotonic()
+                try:
+                    items.append(stored.get(timeout=remaining) if remaining > 0 else stored.get_nowait())
+                except queue.Empty:
+                    break
+            pks = [pk for item in items if isinstance(item, list) for pk in item]
+            if pks:
+                try:
+                    processing_enqueue(pks)
+                except Exception:  # the thread must live on; the sweep queues these events later
+                    logger.exception("LINE events not enqueued (the sweep will) count=%s", len(pks))
+            for item in items:
+                if isinstance(item, threading.Event):
+                    item.set()
+            if None in items:
+                return
 
     def _store(self, batch: list[_Pending]) -> list[int]:
         """Store a batch in one transaction. Should it fail (say, an account deleted meanwhile), each
@@ -192,7 +281,7 @@ class GroupCommitWriter:
         except Exception as exc:
             if len(batch) > 1:
                 return [pk for pending in batch for pk in self._store([pending])]
-            logger.exception("LINE event store failed account=%s", batch[0].rows[0].messaging_account_id)
+            logger.exception("LINE event store failed account=%s", batch[0].rows[0]["messaging_account_id"])
             batch[0].error = exc
             connection.close()
             return []
@@ -211,7 +300,12 @@ def events_writer_stop() -> None:
     _writer.stop()
 
 
-def events_store(rows: list[LineWebhookEvent]) -> list[int | None]:
+def events_writer_flush(timeout: float = 5.0) -> bool:
+    """Wait until this process's writer has stored and queued everything submitted so far."""
+    return _writer.flush(timeout)
+
+
+def events_store(rows: list[EventRow]) -> list[int | None]:
     """Store webhook events once each; returns the new primary keys (None: already stored)."""
     if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
         return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)

@@ -22,7 +22,7 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from .event_store import events_store, processing_enqueue
+from .event_store import EventRow, events_store, processing_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -104,26 +104,26 @@ def _event_id(event: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
 
 
-def _event_row(*, account: MessagingAccount, event: dict) -> LineWebhookEvent:
+def _event_row(*, account: MessagingAccount, event: dict) -> EventRow:
     source = event.get("source") if isinstance(event.get("source"), dict) else {}
     mode = str(event.get("mode") or "")
     delivery = event.get("deliveryContext") if isinstance(event.get("deliveryContext"), dict) else {}
     # Standby events are kept but never answered: their reply token is not kept.
     reply_token = str(event.get("replyToken") or "") if mode != "standby" else ""
-    return LineWebhookEvent(
-        messaging_account=account,
-        webhook_event_id=_event_id(event),
-        event_type=str(event.get("type") or "")[:40],
-        mode=mode[:10],
-        source_type=str(source.get("type") or "")[:10],
-        source_user_id=str(source.get("userId") or "")[:100],
-        source_group_id=str(source.get("groupId") or "")[:100],
-        source_room_id=str(source.get("roomId") or "")[:100],
-        line_timestamp=_timestamp(event.get("timestamp")),
-        is_redelivery=bool(delivery.get("isRedelivery")),
-        raw=event,
-        reply_token=reply_token[:100],
-    )
+    return {
+        "messaging_account_id": account.pk,
+        "webhook_event_id": _event_id(event),
+        "event_type": str(event.get("type") or "")[:40],
+        "mode": mode[:10],
+        "source_type": str(source.get("type") or "")[:10],
+        "source_user_id": str(source.get("userId") or "")[:100],
+        "source_group_id": str(source.get("groupId") or "")[:100],
+        "source_room_id": str(source.get("roomId") or "")[:100],
+        "line_timestamp": _timestamp(event.get("timestamp")),
+        "is_redelivery": bool(delivery.get("isRedelivery")),
+        "raw": event,
+        "reply_token": reply_token[:100],
+    }
 
 
 def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:

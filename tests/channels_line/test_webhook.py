@@ -12,6 +12,7 @@ from django.urls import reverse
 
 from channels_line.models import EventState, LineWebhookEvent, LineWebhookRejectedBody
 from channels_line.services import line_account_update
+from channels_line.services.event_store import events_writer_flush
 from tests.channels_line.conftest import new_secret, post_webhook
 from tests.channels_line.payloads import (
     body_bytes,
@@ -233,9 +234,29 @@ def test_concurrent_requests_are_stored_together_each_event_once(line_account, e
     assert sum(r.json()["stored"] for r in responses) == 30
     assert sum(r.json()["duplicates"] for r in responses) == 10
     assert LineWebhookEvent.objects.count() == 30
+    assert events_writer_flush()  # queueing for processing happens after the answer
     assert sorted(pk for call in enqueued for pk in call) == sorted(
         LineWebhookEvent.objects.values_list("pk", flat=True)
     )
+
+
+def test_events_stored_by_several_flushes_are_queued_for_processing_together(enqueued):
+    import queue
+    import threading
+
+    from channels_line.services.event_store import GroupCommitWriter
+
+    stored: queue.SimpleQueue = queue.SimpleQueue()
+    for pks in ([1, 2], [3], [4, 5]):
+        stored.put(pks)
+    published = threading.Event()
+    stored.put(published)
+    stored.put(None)
+
+    GroupCommitWriter()._publish(stored)  # returns at the None, as when the writer stops
+
+    assert enqueued == [[1, 2, 3, 4, 5]]
+    assert published.is_set()
 
 
 @pytest.mark.django_db(transaction=True)
