@@ -13,6 +13,8 @@ urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    # Early in the list: LINE's webhook calls are the busiest path.
+    path("webhooks/line/", include("channels_line.urls")),
     path("files/<str:token>/", views.attachment_download, name="attachment-download"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
@@ -20,5 +22,4 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
     path("api/v1/", include("omnichannel.api_urls")),
-    path("webhooks/line/", include("channels_line.urls")),
 ]
