@@ -51,8 +51,10 @@ class EventState(models.TextChoices):
 class LineWebhookEvent(models.Model):
     """One webhook event exactly as LINE signed it, stored once per webhookEventId."""
 
+    # No index of their own for these two foreign keys: the unique constraint (account first) and the
+    # (conversation, time) index serve their lookups, and every index slows the webhook's insert.
     messaging_account = models.ForeignKey(
-        MessagingAccount, on_delete=models.CASCADE, related_name="line_events"
+        MessagingAccount, on_delete=models.CASCADE, related_name="line_events", db_index=False
     )
     webhook_event_id = models.CharField(max_length=64)
     event_type = models.CharField(max_length=40)
@@ -71,7 +73,12 @@ class LineWebhookEvent(models.Model):
     processed_at = models.DateTimeField(null=True, blank=True)
     enqueued_at = models.DateTimeField(null=True, blank=True)
     conversation = models.ForeignKey(
-        Conversation, null=True, blank=True, on_delete=models.SET_NULL, related_name="line_events"
+        Conversation,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="line_events",
+        db_index=False,
     )
     message = models.ForeignKey(
         Message, null=True, blank=True, on_delete=models.SET_NULL, related_name="line_events"
