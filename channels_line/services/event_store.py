@@ -34,7 +34,7 @@ from ..models import LineWebhookEvent
 logger = logging.getLogger(__name__)
 
 WRITER_BATCH_MAX = 500
-PROCESS_BATCH_SIZE = 50
+PROCESS_BATCH_SIZE = 20
 PUBLISH_LINGER_SECONDS = 0.02
 
 Key = tuple[object, str]
