@@ -281,11 +281,11 @@ def standin(settings) -> Iterator:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """SQLite leaves -wal, -shm and .writelock files beside the test database it dropped."""
+    """SQLite leaves -wal, -shm and .writelock(.intent) files beside the test database it dropped."""
     from django.conf import settings as django_settings
 
     name = str(django_settings.DATABASES["default"].get("TEST", {}).get("NAME") or "")
     if "sqlite" in django_settings.DATABASES["default"]["ENGINE"] and name:
-        for suffix in ("-wal", "-shm", ".writelock"):
+        for suffix in ("-wal", "-shm", ".writelock", ".writelock.intent"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name + suffix)

@@ -5,7 +5,14 @@ SQLite's busy handler, which sleeps 1, 2, 5, ... up to 100 ms between tries: wit
 and two workers writing, webhook answers spent most of their time asleep while the lock was free.
 Here every write transaction (BEGIN IMMEDIATE) first takes an exclusive flock on a file beside the
 database; a waiting connection is woken by the kernel the moment the lock is released. SQLite's
-own locking still guards the data: this only makes the wait short. PostgreSQL needs none of it."""
+own locking still guards the data: this only makes the wait short. PostgreSQL needs none of it.
+
+Priority writers. flock hands a released lock to any waiter, and a worker running one short
+transaction after another mostly takes it straight back: a webhook waiting to store its events
+(the one write a caller is waiting on) could wait behind dozens of them. A connection marked
+`write_priority` (the webhook's group-commit writer) announces itself with a shared lock on a second
+file while it waits; other connections pass through an exclusive lock on that file first, so they
+wait while any priority writer is waiting, and go on as soon as none is."""
 
 from __future__ import annotations
 
@@ -20,7 +27,9 @@ class DatabaseWrapper(base.DatabaseWrapper):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._write_lock_fd: int | None = None
+        self._write_intent_fd: int | None = None
         self._write_lock_held = False
+        self.write_priority = False
 
     def _write_lock_path(self) -> str | None:
         name = str(self.settings_dict["NAME"])
@@ -35,7 +44,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
         if self._write_lock_fd is None:
             # One open file per connection: flock excludes other connections of this process too.
             self._write_lock_fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            self._write_intent_fd = os.open(f"{path}.intent", os.O_RDWR | os.O_CREAT, 0o600)
+        assert self._write_intent_fd is not None
+        if self.write_priority:
+            fcntl.flock(self._write_intent_fd, fcntl.LOCK_SH)
+            try:
+                fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
+            finally:
+                fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
+        else:
+            fcntl.flock(self._write_intent_fd, fcntl.LOCK_EX)  # waits while a priority writer waits
+            fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
+            fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
         self._write_lock_held = True
 
     def _write_lock_release(self) -> None:
@@ -68,6 +88,7 @@ class DatabaseWrapper(base.DatabaseWrapper):
             super()._close()
         finally:
             self._write_lock_release()
-            if self._write_lock_fd is not None:
-                os.close(self._write_lock_fd)
-                self._write_lock_fd = None
+            for fd in (self._write_lock_fd, self._write_intent_fd):
+                if fd is not None:
+                    os.close(fd)
+            self._write_lock_fd = self._write_intent_fd = None

@@ -1,0 +1,82 @@
+"""The embedded SQLite backend's write lock (omnichannel/db/sqlite): writers queue on an OS lock, and
+a writer marked `write_priority` (the webhook's group-commit writer) goes before the others."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from omnichannel.db.sqlite.base import DatabaseWrapper
+
+
+def _wrapper(path, *, priority: bool = False) -> DatabaseWrapper:
+    wrapper = DatabaseWrapper(
+        {
+            "NAME": str(path),
+            "ENGINE": "omnichannel.db.sqlite",
+            "OPTIONS": {},
+            "TIME_ZONE": None,
+            "CONN_MAX_AGE": 0,
+            "CONN_HEALTH_CHECKS": False,
+            "AUTOCOMMIT": True,
+            "ATOMIC_REQUESTS": False,
+            "USER": "",
+            "PASSWORD": "",
+            "HOST": "",
+            "PORT": "",
+            "TEST": {},
+        },
+        alias=f"lock-test-{id(object())}",
+    )
+    wrapper.write_priority = priority
+    return wrapper
+
+
+def test_a_worker_running_transaction_after_transaction_lets_a_waiting_webhook_writer_in(tmp_path):
+    """Without priority, the worker releasing the lock and asking for it again at once mostly gets
+    it back before the waiting webhook writer is even scheduled."""
+    database = tmp_path / "db.sqlite3"
+    worker = _wrapper(database)
+    worker._write_lock_acquire()
+    order: list[str] = []
+
+    def webhook_write() -> None:
+        webhook = _wrapper(database, priority=True)
+        webhook._write_lock_acquire()
+        order.append("webhook")
+        webhook._write_lock_release()
+        webhook._close()
+
+    webhook_thread = threading.Thread(target=webhook_write)
+    webhook_thread.start()
+    time.sleep(0.1)  # the webhook's writer is waiting
+    for _ in range(20):  # twenty short transactions in a row
+        worker._write_lock_release()
+        worker._write_lock_acquire()
+        order.append("worker")
+    worker._write_lock_release()
+    webhook_thread.join(5)
+    worker._close()
+
+    assert order.index("webhook") == 0
+
+
+def test_writers_without_priority_are_not_held_up_when_no_priority_writer_waits(tmp_path):
+    database = tmp_path / "db.sqlite3"
+    first, second = _wrapper(database), _wrapper(database)
+    first._write_lock_acquire()
+    taken = threading.Event()
+
+    def take() -> None:
+        second._write_lock_acquire()
+        taken.set()
+        second._write_lock_release()
+
+    thread = threading.Thread(target=take)
+    thread.start()
+    assert not taken.wait(0.1)  # one writer at a time
+    first._write_lock_release()
+    assert taken.wait(2)
+    thread.join(2)
+    first._close()
+    second._close()
