@@ -8,18 +8,28 @@ from celery import shared_task
 
 from . import services
 from .client import LineApiError
+from .models import EventState
 
 logger = logging.getLogger(__name__)
 
 DELIVERY_MAX_RETRIES = 5
+EVENT_RETRY_SECONDS = 5
 CONTENT_MAX_RETRIES = 8
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def line_events_process(event_pks: list[int]) -> None:
     """Turn stored webhook events into conversation records (inbound queue). An event that fails
-    stays pending with its error; the periodic sweep queues it again."""
-    services.line_events_process(event_pks=event_pks)
+    stays pending with its error and is queued again after a short wait that grows with its tries
+    (most failures are passing: a deadlock, a database restart); should that be lost too, the
+    periodic sweep queues it. After MAX_ATTEMPTS tries it is marked failed."""
+    processed = services.line_events_process(event_pks=event_pks)
+    again = [event for event in processed if event.state == EventState.PENDING]
+    if again:
+        tries = max(event.attempts for event in again)
+        line_events_process.apply_async(
+            ([event.pk for event in again],), countdown=min(EVENT_RETRY_SECONDS * 2 ** (tries - 1), 120)
+        )
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=CONTENT_MAX_RETRIES)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.utils import timezone
 
 from omnichannel.models import (
@@ -451,6 +451,7 @@ def _events_process_locked(
             .exclude(state=EventState.PROCESSED)
             .order_by("pk")
         }
+        _conversations_lock(events)
         for event in events:
             row = locked.get(event.pk)
             if row is None:
@@ -482,6 +483,27 @@ def _events_process_locked(
             done, ["state", "processed_at", "attempts", "last_error", "message", "conversation"]
         )
     return done
+
+
+def _conversations_lock(events: list[LineWebhookEvent]) -> None:
+    """Lock the open conversations these events go to, all at once and in one order. Taken one by
+    one in event order, two workers whose events cross (A then B, B then A) deadlock (PostgreSQL).
+    SQLite has one writer at a time and nothing to lock."""
+    if not connection.features.has_select_for_update:
+        return
+    threads: dict[object, set[str]] = {}
+    for event in events:
+        thread_id = _thread(event)[1]
+        if thread_id:
+            threads.setdefault(event.messaging_account_id, set()).add(thread_id)
+    for account_id, thread_ids in threads.items():
+        list(
+            Conversation.objects.select_for_update()
+            .filter(messaging_account_id=account_id, thread_id__in=sorted(thread_ids))
+            .exclude(state=ConversationState.CLOSED)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
 
 
 def line_event_process(*, event_pk: int) -> LineWebhookEvent | None:

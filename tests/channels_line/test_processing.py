@@ -322,6 +322,27 @@ def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_f
     assert (postback.state, postback.attempts) == (EventState.FAILED, 5)
 
 
+def test_the_processing_task_queues_a_failed_event_again_soon_with_a_growing_wait(line_account, monkeypatch):
+    from channels_line import tasks
+    from channels_line.services import inbound
+
+    def broken(event, profile):  # stands in for a passing failure (a deadlock, a restart)
+        raise RuntimeError("passing failure")
+
+    monkeypatch.setitem(inbound.HANDLERS, "postback", broken)
+    queued: list[tuple[list[int], int]] = []
+    monkeypatch.setattr(
+        tasks.line_events_process, "apply_async", lambda args, countdown: queued.append((args[0], countdown))
+    )
+    text = receive(line_account, load_payload("message_text__user", fresh=True))[0]
+    postback = receive(line_account, load_payload("postback__plain", fresh=True))[0]
+
+    tasks.line_events_process.run([text.pk, postback.pk])
+    tasks.line_events_process.run([postback.pk])
+
+    assert queued == [([postback.pk], 5), ([postback.pk], 10)]
+
+
 def test_a_batch_runs_a_fixed_number_of_queries_per_event(line_account, django_assert_max_num_queries):
     from channels_line.services import line_events_process
 
