@@ -14,22 +14,26 @@ logger = logging.getLogger(__name__)
 
 DELIVERY_MAX_RETRIES = 5
 EVENT_RETRY_SECONDS = 5
+EVENT_QUICK_RETRIES = 2
 CONTENT_MAX_RETRIES = 8
 
 
 @shared_task(acks_late=True, ignore_result=True)
 def line_events_process(event_pks: list[int]) -> None:
     """Turn stored webhook events into conversation records (inbound queue). An event that fails
-    stays pending with its error and is queued again after a short wait that grows with its tries
-    (most failures are passing: a deadlock, a database restart); should that be lost too, the
-    periodic sweep queues it. After MAX_ATTEMPTS tries it is marked failed."""
+    stays pending with its error. Its first EVENT_QUICK_RETRIES retries come after 5 and 10 s (most
+    failures pass: a deadlock, a database restart); after that the periodic sweep takes it up
+    every few minutes, until it is marked failed after MAX_ATTEMPTS tries."""
     processed = services.line_events_process(event_pks=event_pks)
-    again = [event for event in processed if event.state == EventState.PENDING]
+    again = [
+        event
+        for event in processed
+        if event.state == EventState.PENDING and event.attempts <= EVENT_QUICK_RETRIES
+    ]
     if again:
         tries = max(event.attempts for event in again)
-        line_events_process.apply_async(
-            ([event.pk for event in again],), countdown=min(EVENT_RETRY_SECONDS * 2 ** (tries - 1), 120)
-        )
+        pks = services.line_events_mark_enqueued(event_pks=[event.pk for event in again])
+        line_events_process.apply_async((pks,), countdown=EVENT_RETRY_SECONDS * 2 ** (tries - 1))
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=CONTENT_MAX_RETRIES)

@@ -15,7 +15,13 @@ from .inbound import (
     line_events_process,
     line_profile_refresh,
 )
-from .intake import WebhookReceipt, WebhookRejected, line_events_sweep, line_webhook_receive
+from .intake import (
+    WebhookReceipt,
+    WebhookRejected,
+    line_events_mark_enqueued,
+    line_events_sweep,
+    line_webhook_receive,
+)
 from .outbound import line_message_deliver, line_message_delivery_failed, line_message_delivery_retrying
 
 __all__ = [
@@ -31,6 +37,7 @@ __all__ = [
     "line_conversation_mark_read",
     "line_conversation_typing",
     "line_event_process",
+    "line_events_mark_enqueued",
     "line_events_process",
     "line_events_sweep",
     "line_message_deliver",

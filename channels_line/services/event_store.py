@@ -38,6 +38,7 @@ PROCESS_BATCH_SIZE = 20
 PUBLISH_LINGER_SECONDS = 0.02
 
 Key = tuple[object, str]
+_MISSING = object()
 # A webhook event to store: column values by field attname (`messaging_account_id`, `raw`, ...).
 # Plain dictionaries rather than model instances: building and converting model instances was the
 # largest cost of a flush. Fields left out take their model default.
@@ -48,24 +49,28 @@ def _key(row: EventRow) -> Key:
     return (row["messaging_account_id"], row["webhook_event_id"])
 
 
-# Fields whose Python value is what the database driver takes.
-_PLAIN_FIELDS = models.CharField | models.TextField | models.BooleanField | models.IntegerField
+# Fields whose Python value is what the database driver takes (exact types: a subclass, say an
+# encrypted text field, converts its value).
+_PLAIN_FIELDS = {models.CharField, models.TextField, models.BooleanField, models.PositiveIntegerField}
 
 
 @functools.cache
-def _insert_fields() -> list[tuple[models.Field, Any, str]]:
-    """(field, default, how to convert) for every column an insert writes, in column order."""
+def _insert_fields() -> list[tuple[models.Field, Any, str, bool]]:
+    """(field, default, how to convert, default called per row) for every column an insert writes,
+    in column order."""
     plan = []
     for field in LineWebhookEvent._meta.concrete_fields:
         if field.primary_key:
             continue
         if isinstance(field, models.DateTimeField):
             how = "datetime"
-        elif isinstance(field, _PLAIN_FIELDS):
+        elif type(field) in _PLAIN_FIELDS:
             how = "as is"
         else:  # foreign keys, JSON: the field's own conversion
             how = "field"
-        plan.append((field, field.get_default(), how))
+        # A callable default (a new dict, a new UUID) is called for each row, below.
+        per_row = field.has_default() and callable(field.default)
+        plan.append((field, field.default if per_row else field.get_default(), how, per_row))
     return plan
 
 
@@ -82,8 +87,10 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
     now = ops.adapt_datetimefield_value(timezone.now())
     params: list[object] = []
     for row in rows:
-        for field, default, how in plan:
-            value = row.get(field.attname, default)
+        for field, default, how, per_row in plan:
+            value = row.get(field.attname, _MISSING)
+            if value is _MISSING:
+                value = default() if per_row else default
             if field.attname == "received_at":
                 params.append(now)
             elif value is None or how == "as is":
@@ -92,7 +99,7 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
                 params.append(ops.adapt_datetimefield_value(value))
             else:
                 params.append(field.get_db_prep_save(value, connection))
-    columns = ", ".join(ops.quote_name(field.column) for field, _, _ in plan)
+    columns = ", ".join(ops.quote_name(field.column) for field, *_ in plan)
     placeholder = "(" + ", ".join(["%s"] * len(plan)) + ")"
     account_field = meta.get_field("messaging_account")
     # Only identifiers from the model's own metadata are interpolated; every value is a parameter.
@@ -125,7 +132,9 @@ def processing_enqueue(event_pks: Iterable[int]) -> None:
         try:
             line_events_process.delay(chunk)
         except Exception:
-            logger.exception("LINE events not enqueued (the sweep will) events=%s", chunk)
+            # The broker is unreachable: each further try would wait out the same failure.
+            logger.exception("LINE events not enqueued (the sweep will) events=%s", pks[start:])
+            return
 
 
 def _assign(rows: list[EventRow], inserted: dict[Key, int], claimed: set[Key]) -> list[int | None]:
@@ -241,13 +250,15 @@ class GroupCommitWriter:
                     requests.put(None)  # type: ignore[arg-type]
                     break
                 batch.append(item)
+            new: list[int] = []
             try:
                 new = self._store([pending for pending in batch if pending.rows])
             finally:
+                # To the publisher before waking anyone: a flush() woken here finds them queued.
+                if new:
+                    stored.put(new)
                 for pending in batch:
                     pending.done.set()
-            if new:
-                stored.put(new)
 
     def _publish(self, stored: queue.SimpleQueue) -> None:
         while True:

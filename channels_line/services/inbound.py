@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import enum
+import hashlib
 import logging
 import mimetypes
 from collections.abc import Callable, Sequence
@@ -485,25 +486,29 @@ def _events_process_locked(
     return done
 
 
+def _thread_lock_key(account_id: object, thread_id: str) -> int:
+    digest = hashlib.blake2b(f"line-thread:{account_id}:{thread_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
 def _conversations_lock(events: list[LineWebhookEvent]) -> None:
-    """Lock the open conversations these events go to, all at once and in one order. Taken one by
-    one in event order, two workers whose events cross (A then B, B then A) deadlock (PostgreSQL).
-    SQLite has one writer at a time and nothing to lock."""
-    if not connection.features.has_select_for_update:
+    """Serialize the transactions that go to the same conversation threads, taking their locks all
+    at once and in one order. Taken one by one in event order, two workers whose events cross
+    (customer A then B, B then A) deadlock on PostgreSQL: on existing conversations' rows, and on
+    new ones in the unique index. A transaction-scoped advisory lock per thread covers both, even
+    before the conversation exists. SQLite has one writer at a time and nothing to lock."""
+    if connection.vendor != "postgresql":
         return
-    threads: dict[object, set[str]] = {}
-    for event in events:
-        thread_id = _thread(event)[1]
-        if thread_id:
-            threads.setdefault(event.messaging_account_id, set()).add(thread_id)
-    for account_id, thread_ids in threads.items():
-        list(
-            Conversation.objects.select_for_update()
-            .filter(messaging_account_id=account_id, thread_id__in=sorted(thread_ids))
-            .exclude(state=ConversationState.CLOSED)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+    keys = sorted(
+        {
+            _thread_lock_key(event.messaging_account_id, thread_id)
+            for event in events
+            if (thread_id := _thread(event)[1])
+        }
+    )
+    with connection.cursor() as cursor:
+        for key in keys:
+            cursor.execute("SELECT pg_advisory_xact_lock(%s)", [key])
 
 
 def line_event_process(*, event_pk: int) -> LineWebhookEvent | None:

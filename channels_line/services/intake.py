@@ -178,3 +178,9 @@ def line_events_sweep(
     LineWebhookEvent.objects.filter(pk__in=pending).update(enqueued_at=now)
     processing_enqueue(pending)
     return len(pending)
+
+
+def line_events_mark_enqueued(*, event_pks: list[int]) -> list[int]:
+    """Record that these events were queued again now: the sweep leaves them alone for a while."""
+    LineWebhookEvent.objects.filter(pk__in=event_pks).update(enqueued_at=timezone.now())
+    return event_pks

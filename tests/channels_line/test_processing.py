@@ -297,6 +297,43 @@ def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conver
     assert Message.objects.count() == 6
 
 
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_with_crossing_customers_each_process_their_batch_at_the_first_try(line_account):
+    """Worker 1 has customer A's message then B's, worker 2 B's then A's, all first contacts. Taking
+    the conversations one by one in that order deadlocked on PostgreSQL (each waiting for the
+    other's new conversation); the processing now locks them together, in one order."""
+    from channels_line.services import line_events_process
+
+    for round_ in range(5):
+        a, b = (f"U{round_:02d}{side * 30}" for side in "ab")
+        first = receive(line_account, load_payload("message_text__user", fresh=True, user_id=a))
+        first += receive(line_account, load_payload("message_text__user", fresh=True, user_id=b))
+        second = receive(line_account, load_payload("message_text__user", fresh=True, user_id=b))
+        second += receive(line_account, load_payload("message_text__user", fresh=True, user_id=a))
+        barrier = threading.Barrier(2)
+        errors: list[BaseException] = []
+
+        def work(events: list[LineWebhookEvent], barrier: threading.Barrier, errors: list) -> None:
+            try:
+                barrier.wait()
+                line_events_process(event_pks=[e.pk for e in events])
+            except BaseException as exc:  # collected and reported below
+                errors.append(exc)
+            finally:
+                connection.close()
+
+        threads = [threading.Thread(target=work, args=(batch, barrier, errors)) for batch in (first, second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+
+        assert errors == []
+        events = LineWebhookEvent.objects.filter(pk__in=[e.pk for e in first + second])
+        assert sorted(events.values_list("state", "attempts")) == [(EventState.PROCESSED, 1)] * 4
+        assert Conversation.objects.filter(thread_id__in=[a, b]).count() == 2
+
+
 def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_five_tries(
     line_account, monkeypatch
 ):
@@ -322,7 +359,9 @@ def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_f
     assert (postback.state, postback.attempts) == (EventState.FAILED, 5)
 
 
-def test_the_processing_task_queues_a_failed_event_again_soon_with_a_growing_wait(line_account, monkeypatch):
+def test_the_processing_task_queues_a_failed_event_again_twice_soon_then_leaves_it_to_the_sweep(
+    line_account, monkeypatch
+):
     from channels_line import tasks
     from channels_line.services import inbound
 
@@ -339,8 +378,12 @@ def test_the_processing_task_queues_a_failed_event_again_soon_with_a_growing_wai
 
     tasks.line_events_process.run([text.pk, postback.pk])
     tasks.line_events_process.run([postback.pk])
+    tasks.line_events_process.run([postback.pk])  # the third failure is left to the sweep
 
     assert queued == [([postback.pk], 5), ([postback.pk], 10)]
+    postback.refresh_from_db()
+    assert postback.attempts == 3 and postback.state == EventState.PENDING
+    assert postback.enqueued_at is not None  # the sweep does not queue it a second time meanwhile
 
 
 def test_a_batch_runs_a_fixed_number_of_queries_per_event(line_account, django_assert_max_num_queries):

@@ -80,3 +80,27 @@ def test_writers_without_priority_are_not_held_up_when_no_priority_writer_waits(
     thread.join(2)
     first._close()
     second._close()
+
+
+def test_a_writer_gives_way_to_waiting_priority_writers_only_for_a_moment(tmp_path):
+    """Several webhook writers taking turns could hold their shared announcement without a break;
+    the others must still get their turn."""
+    import fcntl
+    import os
+
+    from omnichannel.db.sqlite.base import PRIORITY_GIVE_WAY_SECONDS
+
+    database = tmp_path / "db.sqlite3"
+    writer = _wrapper(database)
+    announcement = os.open(f"{database}.writelock.intent", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(announcement, fcntl.LOCK_SH)  # a priority writer waiting, and never done
+    try:
+        started = time.monotonic()
+        writer._write_lock_acquire()
+        waited = time.monotonic() - started
+        writer._write_lock_release()
+    finally:
+        fcntl.flock(announcement, fcntl.LOCK_UN)
+        os.close(announcement)
+        writer._close()
+    assert PRIORITY_GIVE_WAY_SECONDS <= waited < PRIORITY_GIVE_WAY_SECONDS + 0.5

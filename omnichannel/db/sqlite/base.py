@@ -11,16 +11,20 @@ Priority writers. flock hands a released lock to any waiter, and a worker runnin
 transaction after another mostly takes it straight back: a webhook waiting to store its events
 (the one write a caller is waiting on) could wait behind dozens of them. A connection marked
 `write_priority` (the webhook's group-commit writer) announces itself with a shared lock on a second
-file while it waits; other connections pass through an exclusive lock on that file first, so they
-wait while any priority writer is waiting, and go on as soon as none is."""
+file while it waits; other connections first wait for an exclusive lock on that file, so they let
+waiting priority writers go first, for at most PRIORITY_GIVE_WAY_SECONDS."""
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from typing import Any
 
 from django.db.backends.sqlite3 import base
+
+# The longest a writer without priority waits for waiting priority writers before queueing anyway.
+PRIORITY_GIVE_WAY_SECONDS = 0.05
 
 
 class DatabaseWrapper(base.DatabaseWrapper):
@@ -53,10 +57,26 @@ class DatabaseWrapper(base.DatabaseWrapper):
             finally:
                 fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
         else:
-            fcntl.flock(self._write_intent_fd, fcntl.LOCK_EX)  # waits while a priority writer waits
-            fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
+            self._give_way_to_priority_writers()
             fcntl.flock(self._write_lock_fd, fcntl.LOCK_EX)
         self._write_lock_held = True
+
+    def _give_way_to_priority_writers(self) -> None:
+        """Wait while a priority writer waits, but at most PRIORITY_GIVE_WAY_SECONDS: several
+        priority writers take turns holding their shared lock, and would otherwise keep everyone
+        else out for as long as the webhook is busy."""
+        assert self._write_intent_fd is not None
+        deadline = time.monotonic() + PRIORITY_GIVE_WAY_SECONDS
+        while True:
+            try:
+                fcntl.flock(self._write_intent_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    return
+                time.sleep(0.002)
+            else:
+                fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
+                return
 
     def _write_lock_release(self) -> None:
         if self._write_lock_held and self._write_lock_fd is not None:
