@@ -32,7 +32,8 @@ def line_events_process(event_pks: list[int]) -> None:
     ]
     if again:
         tries = max(event.attempts for event in again)
-        pks = services.line_events_mark_enqueued(event_pks=[event.pk for event in again])
+        pks = [event.pk for event in again]
+        services.line_events_mark_enqueued(event_pks=pks)
         line_events_process.apply_async((pks,), countdown=EVENT_RETRY_SECONDS * 2 ** (tries - 1))
 
 

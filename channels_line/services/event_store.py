@@ -62,7 +62,9 @@ def _insert_fields() -> list[tuple[models.Field, Any, str, bool]]:
     for field in LineWebhookEvent._meta.concrete_fields:
         if field.primary_key:
             continue
-        if isinstance(field, models.DateTimeField):
+        if getattr(field, "auto_now_add", False) or getattr(field, "auto_now", False):
+            how = "now"  # the same moment for every row of the statement
+        elif isinstance(field, models.DateTimeField):
             how = "datetime"
         elif type(field) in _PLAIN_FIELDS:
             how = "as is"
@@ -91,7 +93,7 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
             value = row.get(field.attname, _MISSING)
             if value is _MISSING:
                 value = default() if per_row else default
-            if field.attname == "received_at":
+            if how == "now":
                 params.append(now)
             elif value is None or how == "as is":
                 params.append(value)

@@ -416,7 +416,7 @@ EVENTS_PER_TRANSACTION = 2
 def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     """Process stored events exactly once each, in LINE timestamp order, a few per transaction with a
     savepoint per event (a failing event does not undo the others; it stays pending with its error
-    for the sweep, and is marked failed after MAX_ATTEMPTS). Profiles are fetched first, outside
+    for a later try, and is marked failed after MAX_ATTEMPTS). Profiles are fetched first, outside
     the transaction, so that no lock is held while LINE is called. Running it twice changes nothing:
     processed events are skipped under a row lock."""
     events = list(

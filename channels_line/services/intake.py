@@ -175,12 +175,11 @@ def line_events_sweep(
         .order_by("received_at")
         .values_list("pk", flat=True)[:limit]
     )
-    LineWebhookEvent.objects.filter(pk__in=pending).update(enqueued_at=now)
+    line_events_mark_enqueued(event_pks=pending)
     processing_enqueue(pending)
     return len(pending)
 
 
-def line_events_mark_enqueued(*, event_pks: list[int]) -> list[int]:
+def line_events_mark_enqueued(*, event_pks: list[int]) -> None:
     """Record that these events were queued again now: the sweep leaves them alone for a while."""
     LineWebhookEvent.objects.filter(pk__in=event_pks).update(enqueued_at=timezone.now())
-    return event_pks
