@@ -262,6 +262,11 @@ LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("LINE_WEBHOOK_ACCOUNT_CACHE_SECON
 LINE_WEBHOOK_GROUP_COMMIT = env.bool("LINE_WEBHOOK_GROUP_COMMIT", default=True)
 # Seconds a webhook request waits for its events to be stored before answering 503 (LINE's limit: 2).
 LINE_WEBHOOK_STORE_TIMEOUT = env.float("LINE_WEBHOOK_STORE_TIMEOUT", default=1.5)
+# The host's event writer process (`manage.py line_event_writer`) listens here; web processes store
+# webhook events through it, or by themselves while it is not running. Empty: web processes only.
+LINE_WEBHOOK_WRITER_SOCKET = env.str(
+    "LINE_WEBHOOK_WRITER_SOCKET", default=str(VAR_DIR / "line-event-writer.sock")
+)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)

@@ -2,15 +2,18 @@
 
 Under load, many request threads store events at once. Each taking its own write transaction makes
 them queue on the database's write lock (SQLite answers a busy writer by sleeping, up to 100 ms at a
-time, which is where multi-second webhook answers came from). Instead, a request hands its rows to
-one writer thread per process and waits; the writer stores everything waiting in one transaction
-and wakes each request with its result. The request still answers only after its events are
-committed, so an acknowledged event is never lost.
+time, which is where multi-second webhook answers came from). Instead, a request hands its rows to a
+writer and waits; the writer stores everything waiting in one transaction and wakes each request with
+its result. The request still answers only after its events are committed, so an acknowledged event
+is never lost.
 
-Queueing the stored events for processing is a second thread's job: publishing a task costs about as
-much as storing a batch, and the writer would otherwise store nothing meanwhile. The publisher takes
-everything stored since its last round and publishes it in tasks of PROCESS_BATCH_SIZE events. An
-event whose publishing is lost (the process dies, the broker is down) is in the database already;
+The writer is the host's event writer process when it runs (event_writer.py: it does not compete
+with request threads for the interpreter lock), else a writer thread in the web process.
+
+Queueing the stored events for processing is a publisher thread's job: publishing a task costs about
+as much as storing a batch, and the writer would otherwise store nothing meanwhile. The publisher
+takes everything stored since its last round and publishes it in tasks of PROCESS_BATCH_SIZE events.
+An event whose publishing is lost (the process dies, the broker is down) is in the database already;
 the periodic sweep queues it.
 """
 
@@ -34,7 +37,7 @@ from ..models import LineWebhookEvent
 logger = logging.getLogger(__name__)
 
 WRITER_BATCH_MAX = 500
-PROCESS_BATCH_SIZE = 20
+PROCESS_BATCH_SIZE = 50
 PUBLISH_LINGER_SECONDS = 0.02
 
 Key = tuple[object, str]
@@ -68,7 +71,9 @@ def _insert_fields() -> list[tuple[models.Field, Any, str, bool]]:
             how = "datetime"
         elif type(field) in _PLAIN_FIELDS:
             how = "as is"
-        else:  # foreign keys, JSON: the field's own conversion
+        elif field.is_relation:  # the same few accounts in every row: converted once per statement
+            how = "relation"
+        else:  # JSON: the field's own conversion
             how = "field"
         # A callable default (a new dict, a new UUID) is called for each row, below.
         per_row = field.has_default() and callable(field.default)
@@ -88,6 +93,7 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
     ops = connection.ops
     now = ops.adapt_datetimefield_value(timezone.now())
     params: list[object] = []
+    related: dict[tuple[str, object], object] = {}
     for row in rows:
         for field, default, how, per_row in plan:
             value = row.get(field.attname, _MISSING)
@@ -99,6 +105,11 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
                 params.append(value)
             elif how == "datetime":
                 params.append(ops.adapt_datetimefield_value(value))
+            elif how == "relation":
+                key = (field.attname, value)
+                if key not in related:
+                    related[key] = field.get_db_prep_save(value, connection)
+                params.append(related[key])
             else:
                 params.append(field.get_db_prep_save(value, connection))
     columns = ", ".join(ops.quote_name(field.column) for field, *_ in plan)
@@ -162,6 +173,8 @@ def events_store_inline(rows: list[EventRow]) -> list[int | None]:
 
 
 class _Pending:
+    """One request's rows, waiting for a flush; the flush sets `result` (or `error`) and `done`."""
+
     __slots__ = ("done", "error", "result", "rows")
 
     def __init__(self, rows: list[EventRow]) -> None:
@@ -171,16 +184,95 @@ class _Pending:
         self.error: BaseException | None = None
 
 
+def events_store_batch(batch: list[_Pending]) -> list[int]:
+    """Store the rows of several requests in one transaction; sets each request's result (or its
+    error) and returns the new primary keys. Should the transaction fail (say, an account deleted
+    meanwhile), each request is stored on its own, so that only the requests at fault get the error.
+    Does not set `done`: the caller answers the requests."""
+    batch = [pending for pending in batch if pending.rows]
+    if not batch:
+        return []
+    try:
+        close_old_connections()
+        rows = [row for pending in batch for row in pending.rows]
+        with transaction.atomic():
+            inserted = events_insert(rows)
+    except Exception as exc:
+        if len(batch) > 1:
+            return [pk for pending in batch for pk in events_store_batch([pending])]
+        logger.exception("LINE event store failed account=%s", batch[0].rows[0]["messaging_account_id"])
+        batch[0].error = exc
+        connection.close()
+        return []
+    claimed: set[Key] = set()
+    new: list[int] = []
+    for pending in batch:
+        pending.result = _assign(pending.rows, inserted, claimed)
+        new.extend(pk for pk in pending.result if pk)
+    return new
+
+
+class Publisher:
+    """Queues stored events for processing from a thread of its own. Publishing a task costs about as
+    much as storing a batch: a writer that published itself would store nothing meanwhile, and would
+    stop storing while the broker is down.
+
+    The thread wakes every PUBLISH_LINGER_SECONDS and publishes what was put since: a writer hands
+    over its keys without waking anyone (under load, waking the publisher after every flush cost
+    the writer more than the flush)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pks: list[int] = []
+        self._waiters: list[threading.Event] = []
+        self._stopping = False
+
+    def start(self) -> Publisher:
+        threading.Thread(target=self._run, name="line-event-publisher", daemon=True).start()
+        return self
+
+    def put(self, pks: list[int]) -> None:
+        with self._lock:
+            self._pks.extend(pks)
+
+    def flush(self, timeout: float = 5.0) -> bool:
+        """Wait until everything put so far is queued (or its publishing has failed)."""
+        published = threading.Event()
+        with self._lock:
+            self._waiters.append(published)
+        return published.wait(timeout)
+
+    def stop(self) -> None:
+        """The thread ends once everything put so far is queued."""
+        with self._lock:
+            self._stopping = True
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(PUBLISH_LINGER_SECONDS)
+            with self._lock:
+                pks, self._pks = self._pks, []
+                waiters, self._waiters = self._waiters, []
+                stopping = self._stopping
+            if pks:
+                try:
+                    processing_enqueue(pks)
+                except Exception:  # the thread must live on; the sweep queues these events later
+                    logger.exception("LINE events not enqueued (the sweep will) count=%s", len(pks))
+            for waiter in waiters:
+                waiter.set()
+            if stopping:
+                return
+
+
 class GroupCommitWriter:
-    """One writer thread and one publisher thread per process (started on first use, again after a
-    fork)."""
+    """One writer thread and one publisher per process (started on first use, again after a fork)."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._pid: int | None = None
-        self._queue: queue.SimpleQueue[_Pending] = queue.SimpleQueue()
-        # New primary keys to queue for processing, or an Event to set once all before it are queued.
-        self._stored: queue.SimpleQueue[list[int] | threading.Event | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
+        self._publisher = Publisher()
 
     def submit(self, rows: list[EventRow], *, timeout: float) -> list[int | None]:
         """Store `rows`; returns the new primary key of each row, or None for one already stored.
@@ -202,16 +294,14 @@ class GroupCommitWriter:
         self._queue.put(done)
         if not done.done.wait(timeout):
             return False
-        published = threading.Event()
-        self._stored.put(published)
-        return published.wait(timeout)
+        return self._publisher.flush(timeout)
 
     def stop(self) -> None:
         """Let the writer finish what is queued, close its database connection and end (it starts
         again on the next submit). For orderly shutdowns and test teardown."""
         if self._pid == os.getpid():
             self.flush()
-            self._queue.put(None)  # type: ignore[arg-type]
+            self._queue.put(None)
             self._pid = None
 
     def _ensure_thread(self) -> None:
@@ -219,19 +309,17 @@ class GroupCommitWriter:
             return
         with self._lock:
             if self._pid != os.getpid():
+                # New queues for new threads: after a stop, the old ones finish on theirs.
                 self._queue = queue.SimpleQueue()
-                self._stored = queue.SimpleQueue()
-                # Each thread gets its queues as arguments: after a stop, the next submit starts new
-                # threads on new queues while the old ones finish.
-                threading.Thread(
-                    target=self._run, args=(self._queue, self._stored), name="line-event-writer", daemon=True
-                ).start()
-                threading.Thread(
-                    target=self._publish, args=(self._stored,), name="line-event-publisher", daemon=True
-                ).start()
+                self._publisher = Publisher().start()
+                writer = threading.Thread(
+                    target=self._run, args=(self._queue, self._publisher), name="line-event-writer"
+                )
+                writer.daemon = True
+                writer.start()
                 self._pid = os.getpid()
 
-    def _run(self, requests: queue.SimpleQueue[_Pending], stored: queue.SimpleQueue) -> None:
+    def _run(self, requests: queue.SimpleQueue[_Pending | None], publisher: Publisher) -> None:
         # A webhook waits on this thread's writes: on SQLite they go before the workers' (see
         # omnichannel/db/sqlite). Other databases let writers in side by side.
         if hasattr(connection, "write_priority"):
@@ -240,7 +328,7 @@ class GroupCommitWriter:
             first = requests.get()
             if first is None:
                 connection.close()
-                stored.put(None)
+                publisher.stop()
                 return
             batch = [first]
             while len(batch) < WRITER_BATCH_MAX:
@@ -249,65 +337,18 @@ class GroupCommitWriter:
                 except queue.Empty:
                     break
                 if item is None:
-                    requests.put(None)  # type: ignore[arg-type]
+                    requests.put(None)
                     break
                 batch.append(item)
             new: list[int] = []
             try:
-                new = self._store([pending for pending in batch if pending.rows])
+                new = events_store_batch(batch)
             finally:
                 # To the publisher before waking anyone: a flush() woken here finds them queued.
                 if new:
-                    stored.put(new)
+                    publisher.put(new)
                 for pending in batch:
                     pending.done.set()
-
-    def _publish(self, stored: queue.SimpleQueue) -> None:
-        while True:
-            items = [stored.get()]
-            # Linger a moment to gather more: one publish costs as much as storing a few events.
-            deadline = time.monotonic() + PUBLISH_LINGER_SECONDS
-            while not isinstance(items[-1], threading.Event | None):
-                remaining = deadline - time.monotonic()
-                try:
-                    items.append(stored.get(timeout=remaining) if remaining > 0 else stored.get_nowait())
-                except queue.Empty:
-                    break
-            pks = [pk for item in items if isinstance(item, list) for pk in item]
-            if pks:
-                try:
-                    processing_enqueue(pks)
-                except Exception:  # the thread must live on; the sweep queues these events later
-                    logger.exception("LINE events not enqueued (the sweep will) count=%s", len(pks))
-            for item in items:
-                if isinstance(item, threading.Event):
-                    item.set()
-            if None in items:
-                return
-
-    def _store(self, batch: list[_Pending]) -> list[int]:
-        """Store a batch in one transaction. Should it fail (say, an account deleted meanwhile), each
-        request is stored on its own, so that only the requests at fault get the error."""
-        if not batch:
-            return []
-        try:
-            close_old_connections()
-            rows = [row for pending in batch for row in pending.rows]
-            with transaction.atomic():
-                inserted = events_insert(rows)
-        except Exception as exc:
-            if len(batch) > 1:
-                return [pk for pending in batch for pk in self._store([pending])]
-            logger.exception("LINE event store failed account=%s", batch[0].rows[0]["messaging_account_id"])
-            batch[0].error = exc
-            connection.close()
-            return []
-        claimed: set[Key] = set()
-        new: list[int] = []
-        for pending in batch:
-            pending.result = _assign(pending.rows, inserted, claimed)
-            new.extend(pk for pk in pending.result if pk)
-        return new
 
 
 _writer = GroupCommitWriter()
@@ -325,6 +366,12 @@ def events_writer_flush(timeout: float = 5.0) -> bool:
 def events_store(rows: list[EventRow]) -> list[int | None]:
     """Store webhook events once each; returns the new primary keys (None: already stored)."""
     if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
-        return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
+        from .event_writer import WriterUnavailable, events_store_by_writer
+
+        try:
+            return events_store_by_writer(rows)
+        except WriterUnavailable:
+            # No event writer process on this host (or it is restarting): this process's own writer.
+            return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
     # Inside a caller's transaction (or with group commit off), the caller's connection stores them.
     return events_store_inline(rows)

@@ -241,22 +241,18 @@ def test_concurrent_requests_are_stored_together_each_event_once(line_account, e
 
 
 def test_events_stored_by_several_flushes_are_queued_for_processing_together(enqueued):
-    import queue
-    import threading
+    from channels_line.services.event_store import Publisher
 
-    from channels_line.services.event_store import GroupCommitWriter
-
-    stored: queue.SimpleQueue = queue.SimpleQueue()
+    publisher = Publisher()
     for pks in ([1, 2], [3], [4, 5]):
-        stored.put(pks)
-    published = threading.Event()
-    stored.put(published)
-    stored.put(None)
+        publisher.put(pks)
+    publisher.start()
+    assert publisher.flush()
+    publisher.put([6])
+    publisher.stop()
+    assert publisher.flush()  # what was put before the stop is still queued
 
-    GroupCommitWriter()._publish(stored)  # returns at the None, as when the writer stops
-
-    assert enqueued == [[1, 2, 3, 4, 5]]
-    assert published.is_set()
+    assert enqueued == [[1, 2, 3, 4, 5], [6]]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -287,7 +283,7 @@ def test_account_credentials_are_cached_briefly_and_a_change_clears_them(client,
 def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(line_account, enqueued):
     import uuid as uuid_module
 
-    from channels_line.services.event_store import GroupCommitWriter, _Pending
+    from channels_line.services.event_store import _Pending, events_store_batch
     from channels_line.services.intake import _event_row
     from omnichannel.models import MessagingAccount
 
@@ -299,7 +295,7 @@ def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(lin
         [_event_row(account=gone, event=load_payload("message_text__user", fresh=True)["events"][0])]
     )
 
-    new = GroupCommitWriter()._store([good, bad])
+    new = events_store_batch([good, bad])
 
     assert good.error is None and good.result == new and len(new) == 1
     assert bad.error is not None

@@ -1,0 +1,349 @@
+"""The event writer: one process per host that stores the webhook events of every web process.
+
+In a web process, the group-commit writer thread shares the interpreter lock with the request threads.
+Each time it comes back from the database (the write lock, BEGIN, the INSERT, COMMIT) it waits
+behind them for the lock, and under load a flush spent more time waiting than writing
+(docs/BENCHMARKS.md). `python manage.py line_event_writer` runs the same group commit in a process of
+its own: one thread reads every web process's requests from a Unix socket, and whatever arrived
+during a flush is the next flush. It also queues the stored events for processing.
+
+Web processes send it their rows and wait for its answer, as they would wait for their own writer
+thread. When it cannot be reached (not started, restarting), they store the events themselves. Either
+way the webhook answers only once its events are committed.
+
+The socket is the host's own (mode 0600): anyone who can write to it can store events, exactly as
+anyone who can read the database settings can.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import functools
+import json
+import logging
+import os
+import selectors
+import socket
+import struct
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.db import DatabaseError, connection, models
+
+from ..models import LineWebhookEvent
+from .event_store import EventRow, Publisher, _Pending, events_store_batch
+
+logger = logging.getLogger(__name__)
+
+# A frame: its length (4 bytes, network order), then JSON. Requests are {"rows": [...]}; answers
+# {"pks": [...]} (a primary key per row, null for one already stored) or {"error": "..."}.
+_HEADER = struct.Struct("!I")
+# A request carries at most one webhook body's events, re-encoded: a generous bound all the same.
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# After a failed connection attempt, web processes store by themselves for this long before trying again.
+RECONNECT_AFTER_SECONDS = 1.0
+# A Unix socket path must fit in sockaddr_un (108 bytes on Linux, 104 on macOS).
+MAX_SOCKET_PATH_BYTES = 100
+# Under load, a round of storing starts at most this often (see EventWriterServer.serve).
+ROUND_SECONDS = 0.002
+
+
+class WriterUnavailable(Exception):
+    """The event writer cannot be reached: the caller stores the events itself."""
+
+
+def _wire_value(value: object) -> object:
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, datetime.datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} cannot be sent to the event writer")
+
+
+def _frame(message: dict[str, Any]) -> bytes:
+    data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=_wire_value).encode()
+    return _HEADER.pack(len(data)) + data
+
+
+@functools.cache
+def _datetime_fields() -> tuple[str, ...]:
+    return tuple(
+        field.attname
+        for field in LineWebhookEvent._meta.concrete_fields
+        if isinstance(field, models.DateTimeField)
+    )
+
+
+def _rows_from_wire(rows: object) -> list[EventRow]:
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise ValueError("rows is not a list of objects")
+    for row in rows:
+        for name in _datetime_fields():
+            if isinstance(row.get(name), str):
+                row[name] = datetime.datetime.fromisoformat(row[name])
+    return rows
+
+
+def _receive_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
+    chunks = bytearray()
+    while len(chunks) < size:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("the event writer did not answer in time")
+        sock.settimeout(remaining)
+        chunk = sock.recv(size - len(chunks))
+        if not chunk:
+            raise ConnectionResetError("the event writer closed the connection")
+        chunks += chunk
+    return bytes(chunks)
+
+
+class EventWriterClient:
+    """A web process's side: one connection per request thread, opened on first use."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        self._unreachable_until: dict[str, float] = {}
+
+    def store(self, rows: list[EventRow], *, path: str, timeout: float) -> list[int | None]:
+        """Have the writer store `rows`; returns what the group-commit writer returns.
+
+        Raises WriterUnavailable when it cannot be reached, or went away before answering (then a
+        row it had committed shows up as already stored when the caller stores it); TimeoutError
+        when it did not answer in `timeout` seconds; DatabaseError when it could not store them."""
+        deadline = time.monotonic() + timeout
+        frame = _frame({"rows": rows})
+        for _attempt in range(2):
+            sock = self._connection(path, max(deadline - time.monotonic(), 0.001))
+            try:
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                sock.sendall(frame)
+            except TimeoutError:
+                # A busy writer did not take the whole request: it drops the part it got.
+                self._drop()
+                raise
+            except OSError:
+                # A connection the writer closed (it restarted): once more, on a new one.
+                self._drop()
+                continue
+            try:
+                (size,) = _HEADER.unpack(_receive_exactly(sock, _HEADER.size, deadline))
+                answer = json.loads(_receive_exactly(sock, size, deadline))
+            except TimeoutError:
+                self._drop()  # its answer would arrive out of turn
+                raise
+            except (OSError, ValueError) as exc:
+                self._drop()
+                raise WriterUnavailable(f"the event writer went away: {exc}") from exc
+            if "error" in answer:
+                raise DatabaseError(answer["error"])
+            return answer["pks"]
+        raise WriterUnavailable("the event writer closed the connection twice")
+
+    def close(self) -> None:
+        """Close this thread's connection."""
+        self._drop()
+
+    def _connection(self, path: str, timeout: float) -> socket.socket:
+        local = self._local
+        if getattr(local, "path", None) == path and local.pid == os.getpid():
+            return local.sock
+        self._drop()
+        if time.monotonic() < self._unreachable_until.get(path, 0.0):
+            raise WriterUnavailable("the event writer was not reachable a moment ago")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.settimeout(timeout)
+            sock.connect(path)
+        except OSError as exc:
+            sock.close()
+            if path not in self._unreachable_until:
+                logger.info("LINE event writer not reachable at %s (%s): storing in this process", path, exc)
+            self._unreachable_until[path] = time.monotonic() + RECONNECT_AFTER_SECONDS
+            raise WriterUnavailable(str(exc)) from exc
+        if self._unreachable_until.pop(path, None) is not None:
+            logger.info("LINE event writer reachable again at %s", path)
+        local.sock, local.path, local.pid = sock, path, os.getpid()
+        return sock
+
+    def _drop(self) -> None:
+        local = self._local
+        sock = getattr(local, "sock", None)
+        if sock is not None and local.pid == os.getpid():
+            sock.close()
+        local.sock = local.path = local.pid = None
+
+
+class _Connection:
+    __slots__ = ("buffer", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buffer = bytearray()
+
+
+class EventWriterServer:
+    """The writer process's side: a single thread that reads, stores in one transaction, answers."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._stopping = threading.Event()
+        self.ready = threading.Event()
+
+    def stop(self) -> None:
+        """Finish the flush under way, answer it, queue what was stored, then return from serve()."""
+        self._stopping.set()
+
+    def serve(self) -> None:
+        listener = self._listen()
+        publisher = Publisher().start()
+        # Webhooks wait on these writes: on SQLite they go before the workers' (omnichannel/db/sqlite).
+        if hasattr(connection, "write_priority"):
+            connection.write_priority = True
+        selector = selectors.DefaultSelector()
+        selector.register(listener, selectors.EVENT_READ)
+        self.ready.set()
+        logger.info("LINE event writer listening on %s", self.path)
+        try:
+            requests: list[tuple[_Connection, _Pending]] = []
+            round_started = 0.0
+            while not self._stopping.is_set():
+                # Under load a round starts at most every ROUND_SECONDS and takes everything that
+                # came meanwhile: each round is a transaction, and rounds of 1.6 requests (storing
+                # whatever was there at once) cost more CPU than the requests. When idle, a lone
+                # request is stored at once.
+                now = time.monotonic()
+                wait = round_started + ROUND_SECONDS - now if requests else 0.2
+                for key, _events in selector.select(timeout=max(wait, 0)):
+                    if key.fileobj is listener:
+                        self._accept(listener, selector)
+                    else:
+                        requests.extend(self._read(key.data, selector))
+                if requests and time.monotonic() >= round_started + ROUND_SECONDS:
+                    round_started = time.monotonic()
+                    self._answer(requests, publisher, selector)
+                    requests = []
+            if requests:  # gathered before the stop: answered, not dropped
+                self._answer(requests, publisher, selector)
+        finally:
+            for key in list(selector.get_map().values()):
+                key.fileobj.close()  # type: ignore[union-attr]
+            selector.close()
+            self.path.unlink(missing_ok=True)
+            publisher.flush()
+            publisher.stop()
+            connection.close()
+            logger.info("LINE event writer stopped")
+
+    def _listen(self) -> socket.socket:
+        if len(os.fsencode(self.path)) > MAX_SOCKET_PATH_BYTES:
+            raise ValueError(
+                f"socket path {self.path} is longer than {MAX_SOCKET_PATH_BYTES} bytes; "
+                "set LINE_WEBHOOK_WRITER_SOCKET to a shorter one"
+            )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(str(self.path))
+        except OSError:
+            self.path.unlink(missing_ok=True)  # left by a writer that did not stop cleanly
+        else:
+            raise RuntimeError(f"another LINE event writer is listening on {self.path}")
+        finally:
+            probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        umask = os.umask(0o177)  # the socket is created 0600: this user's processes only
+        try:
+            listener.bind(str(self.path))
+        finally:
+            os.umask(umask)
+        listener.listen(1024)
+        listener.setblocking(False)
+        return listener
+
+    def _accept(self, listener: socket.socket, selector: selectors.BaseSelector) -> None:
+        while True:
+            try:
+                sock, _address = listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(False)
+            selector.register(sock, selectors.EVENT_READ, _Connection(sock))
+
+    def _read(
+        self, conn: _Connection, selector: selectors.BaseSelector
+    ) -> list[tuple[_Connection, _Pending]]:
+        while True:
+            try:
+                data = conn.sock.recv(1 << 20)
+            except BlockingIOError:
+                break
+            except OSError:
+                data = b""
+            if not data:
+                self._close(conn, selector)
+                return []
+            conn.buffer += data
+        requests = []
+        while len(conn.buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(conn.buffer)
+            if size > MAX_FRAME_BYTES:
+                logger.warning("LINE event writer: a request of %s bytes refused, connection closed", size)
+                self._close(conn, selector)
+                return []
+            if len(conn.buffer) < _HEADER.size + size:
+                break
+            data = bytes(conn.buffer[_HEADER.size : _HEADER.size + size])
+            del conn.buffer[: _HEADER.size + size]
+            try:
+                rows = _rows_from_wire(json.loads(data)["rows"])
+            except (ValueError, KeyError, TypeError) as exc:
+                self._send(conn, {"error": f"unreadable request: {exc}"}, selector)
+                continue
+            requests.append((conn, _Pending(rows)))
+        return requests
+
+    def _answer(
+        self,
+        requests: list[tuple[_Connection, _Pending]],
+        publisher: Publisher,
+        selector: selectors.BaseSelector,
+    ) -> None:
+        new = events_store_batch([pending for _conn, pending in requests])
+        if new:
+            publisher.put(new)
+        for conn, pending in requests:
+            if pending.error is not None:
+                self._send(conn, {"error": f"{type(pending.error).__name__}: {pending.error}"}, selector)
+            else:
+                self._send(conn, {"pks": pending.result}, selector)
+
+    def _send(self, conn: _Connection, message: dict[str, Any], selector: selectors.BaseSelector) -> None:
+        # Each client waits for its answer before it sends again: an answer always fits the socket's
+        # buffer. A client that is gone is dropped; it stores its events itself.
+        try:
+            conn.sock.sendall(_frame(message))
+        except OSError:
+            self._close(conn, selector)
+
+    def _close(self, conn: _Connection, selector: selectors.BaseSelector) -> None:
+        with contextlib.suppress(KeyError, ValueError):
+            selector.unregister(conn.sock)
+        conn.sock.close()
+
+
+_client = EventWriterClient()
+
+
+def events_store_by_writer(rows: list[EventRow]) -> list[int | None]:
+    """Store through this host's event writer process. Raises WriterUnavailable when it is not
+    configured or cannot be reached, TimeoutError or DatabaseError as the group-commit writer does."""
+    path = settings.LINE_WEBHOOK_WRITER_SOCKET
+    if not path:
+        raise WriterUnavailable("no event writer configured")
+    return _client.store(rows, path=str(path), timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
