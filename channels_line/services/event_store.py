@@ -19,12 +19,16 @@ the periodic sweep queues it.
 
 from __future__ import annotations
 
+import datetime
 import functools
+import hashlib
+import json
 import logging
 import os
 import queue
 import threading
 import time
+import uuid
 from collections.abc import Iterable
 from typing import Any
 
@@ -79,6 +83,45 @@ def _insert_fields() -> list[tuple[models.Field, Any, str, bool]]:
         per_row = field.has_default() and callable(field.default)
         plan.append((field, field.default if per_row else field.get_default(), how, per_row))
     return plan
+
+
+def _timestamp(value: object) -> datetime.datetime:
+    try:
+        return datetime.datetime.fromtimestamp(int(value) / 1000, tz=datetime.UTC)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return timezone.now()
+
+
+def _event_id(event: dict) -> str:
+    # LINE always sends webhookEventId; should one be missing, a digest of the event still
+    # deduplicates its redeliveries.
+    event_id = event.get("webhookEventId")
+    if isinstance(event_id, str) and event_id:
+        return event_id[:64]
+    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
+
+
+def event_row(*, account_id: uuid.UUID | str, event: dict) -> EventRow:
+    """The row that stores one webhook event (its raw JSON and the fields processing looks up)."""
+    source = event.get("source") if isinstance(event.get("source"), dict) else {}
+    mode = str(event.get("mode") or "")
+    delivery = event.get("deliveryContext") if isinstance(event.get("deliveryContext"), dict) else {}
+    # Standby events are kept but never answered: their reply token is not kept.
+    reply_token = str(event.get("replyToken") or "") if mode != "standby" else ""
+    return {
+        "messaging_account_id": account_id,
+        "webhook_event_id": _event_id(event),
+        "event_type": str(event.get("type") or "")[:40],
+        "mode": mode[:10],
+        "source_type": str(source.get("type") or "")[:10],
+        "source_user_id": str(source.get("userId") or "")[:100],
+        "source_group_id": str(source.get("groupId") or "")[:100],
+        "source_room_id": str(source.get("roomId") or "")[:100],
+        "line_timestamp": _timestamp(event.get("timestamp")),
+        "is_redelivery": bool(delivery.get("isRedelivery")),
+        "raw": event,
+        "reply_token": reply_token[:100],
+    }
 
 
 def events_insert(rows: list[EventRow]) -> dict[Key, int]:
@@ -364,14 +407,23 @@ def events_writer_flush(timeout: float = 5.0) -> bool:
 
 
 def events_store(rows: list[EventRow]) -> list[int | None]:
-    """Store webhook events once each; returns the new primary keys (None: already stored)."""
+    """Store webhook events once each, through this process's own writer (or, inside a transaction
+    or with group commit off, in the caller's transaction). Returns the new primary keys (None:
+    already stored)."""
+    if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
+        return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
+    return events_store_inline(rows)
+
+
+def events_store_webhook(*, account_id: uuid.UUID, body: bytes, events: list[dict]) -> list[int | None]:
+    """Store the events of one verified webhook body once each; returns the new primary keys (None:
+    already stored). The host's event writer process stores them when it runs: it gets the body as
+    it came and makes the rows itself."""
     if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
         from .event_writer import WriterUnavailable, events_store_by_writer
 
         try:
-            return events_store_by_writer(rows)
+            return events_store_by_writer(account_id=account_id, body=body)
         except WriterUnavailable:
-            # No event writer process on this host (or it is restarting): this process's own writer.
-            return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
-    # Inside a caller's transaction (or with group commit off), the caller's connection stores them.
-    return events_store_inline(rows)
+            pass  # no event writer process on this host (or it is restarting): this process's own
+    return events_store([event_row(account_id=account_id, event=event) for event in events])

@@ -18,8 +18,6 @@ anyone who can read the database settings can.
 from __future__ import annotations
 
 import contextlib
-import datetime
-import functools
 import json
 import logging
 import os
@@ -33,17 +31,18 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.db import DatabaseError, connection, models
+from django.db import DatabaseError, connection
 
-from ..models import LineWebhookEvent
-from .event_store import EventRow, Publisher, _Pending, events_store_batch
+from .event_store import EventRow, Publisher, _Pending, event_row, events_store_batch
 
 logger = logging.getLogger(__name__)
 
-# A frame: its length (4 bytes, network order), then JSON. Requests are {"rows": [...]}; answers
-# {"pks": [...]} (a primary key per row, null for one already stored) or {"error": "..."}.
+# A frame: its length (4 bytes, network order), then the message. A request is the account's ID,
+# a newline and the webhook body as it came (verified by the web process): the writer makes the rows,
+# so that the web process, the busiest, does not encode them. An answer is JSON: {"pks": [...]} (a
+# primary key per event, null for one already stored) or {"error": "..."}.
 _HEADER = struct.Struct("!I")
-# A request carries at most one webhook body's events, re-encoded: a generous bound all the same.
+# A request carries one webhook body (LINE_WEBHOOK_MAX_BODY_BYTES): a generous bound all the same.
 MAX_FRAME_BYTES = 64 * 1024 * 1024
 # After a failed connection attempt, web processes store by themselves for this long before trying again.
 RECONNECT_AFTER_SECONDS = 1.0
@@ -57,50 +56,42 @@ class WriterUnavailable(Exception):
     """The event writer cannot be reached: the caller stores the events itself."""
 
 
-def _wire_value(value: object) -> object:
-    if isinstance(value, uuid.UUID):
-        return str(value)
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    raise TypeError(f"{type(value).__name__} cannot be sent to the event writer")
+def request_frame(*, account_id: uuid.UUID | str, body: bytes) -> bytes:
+    message = str(account_id).encode() + b"\n" + body
+    return _HEADER.pack(len(message)) + message
 
 
-def _frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=_wire_value).encode()
+def _answer_frame(answer: dict[str, Any]) -> bytes:
+    data = json.dumps(answer, separators=(",", ":")).encode()
     return _HEADER.pack(len(data)) + data
 
 
-@functools.cache
-def _datetime_fields() -> tuple[str, ...]:
-    return tuple(
-        field.attname
-        for field in LineWebhookEvent._meta.concrete_fields
-        if isinstance(field, models.DateTimeField)
-    )
+def _rows_from_request(message: bytes) -> list[EventRow]:
+    account, newline, body = message.partition(b"\n")
+    if not newline:
+        raise ValueError("no account ID")
+    account_id = uuid.UUID(account.decode("ascii"))
+    events = json.loads(body)["events"]
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise ValueError("events is not a list of objects")
+    return [event_row(account_id=account_id, event=event) for event in events]
 
 
-def _rows_from_wire(rows: object) -> list[EventRow]:
-    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
-        raise ValueError("rows is not a list of objects")
-    for row in rows:
-        for name in _datetime_fields():
-            if isinstance(row.get(name), str):
-                row[name] = datetime.datetime.fromisoformat(row[name])
-    return rows
-
-
-def _receive_exactly(sock: socket.socket, size: int, deadline: float) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < size:
+def _receive_answer(sock: socket.socket, deadline: float) -> dict[str, Any]:
+    data = bytearray()
+    size = None
+    while size is None or len(data) < _HEADER.size + size:
         remaining = deadline - time.monotonic()
         if remaining <= 0:
             raise TimeoutError("the event writer did not answer in time")
         sock.settimeout(remaining)
-        chunk = sock.recv(size - len(chunks))
+        chunk = sock.recv(65536)
         if not chunk:
             raise ConnectionResetError("the event writer closed the connection")
-        chunks += chunk
-    return bytes(chunks)
+        data += chunk
+        if size is None and len(data) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(data)
+    return json.loads(data[_HEADER.size :])
 
 
 class EventWriterClient:
@@ -110,14 +101,17 @@ class EventWriterClient:
         self._local = threading.local()
         self._unreachable_until: dict[str, float] = {}
 
-    def store(self, rows: list[EventRow], *, path: str, timeout: float) -> list[int | None]:
-        """Have the writer store `rows`; returns what the group-commit writer returns.
+    def store(
+        self, *, account_id: uuid.UUID | str, body: bytes, path: str, timeout: float
+    ) -> list[int | None]:
+        """Have the writer store the events of a verified webhook body; returns what the group-commit
+        writer returns for its rows.
 
-        Raises WriterUnavailable when it cannot be reached, or went away before answering (then a
-        row it had committed shows up as already stored when the caller stores it); TimeoutError
+        Raises WriterUnavailable when it cannot be reached, or went away before answering (then an
+        event it had committed shows up as already stored when the caller stores it); TimeoutError
         when it did not answer in `timeout` seconds; DatabaseError when it could not store them."""
         deadline = time.monotonic() + timeout
-        frame = _frame({"rows": rows})
+        frame = request_frame(account_id=account_id, body=body)
         for _attempt in range(2):
             sock = self._connection(path, max(deadline - time.monotonic(), 0.001))
             try:
@@ -132,8 +126,7 @@ class EventWriterClient:
                 self._drop()
                 continue
             try:
-                (size,) = _HEADER.unpack(_receive_exactly(sock, _HEADER.size, deadline))
-                answer = json.loads(_receive_exactly(sock, size, deadline))
+                answer = _receive_answer(sock, deadline)
             except TimeoutError:
                 self._drop()  # its answer would arrive out of turn
                 raise
@@ -298,10 +291,10 @@ class EventWriterServer:
                 return []
             if len(conn.buffer) < _HEADER.size + size:
                 break
-            data = bytes(conn.buffer[_HEADER.size : _HEADER.size + size])
+            message = bytes(conn.buffer[_HEADER.size : _HEADER.size + size])
             del conn.buffer[: _HEADER.size + size]
             try:
-                rows = _rows_from_wire(json.loads(data)["rows"])
+                rows = _rows_from_request(message)
             except (ValueError, KeyError, TypeError) as exc:
                 self._send(conn, {"error": f"unreadable request: {exc}"}, selector)
                 continue
@@ -323,11 +316,11 @@ class EventWriterServer:
             else:
                 self._send(conn, {"pks": pending.result}, selector)
 
-    def _send(self, conn: _Connection, message: dict[str, Any], selector: selectors.BaseSelector) -> None:
+    def _send(self, conn: _Connection, answer: dict[str, Any], selector: selectors.BaseSelector) -> None:
         # Each client waits for its answer before it sends again: an answer always fits the socket's
         # buffer. A client that is gone is dropped; it stores its events itself.
         try:
-            conn.sock.sendall(_frame(message))
+            conn.sock.sendall(_answer_frame(answer))
         except OSError:
             self._close(conn, selector)
 
@@ -340,10 +333,14 @@ class EventWriterServer:
 _client = EventWriterClient()
 
 
-def events_store_by_writer(rows: list[EventRow]) -> list[int | None]:
-    """Store through this host's event writer process. Raises WriterUnavailable when it is not
-    configured or cannot be reached, TimeoutError or DatabaseError as the group-commit writer does."""
+def events_store_by_writer(*, account_id: uuid.UUID | str, body: bytes) -> list[int | None]:
+    """Store the events of a verified webhook body through this host's event writer process.
+
+    Raises WriterUnavailable when it is not configured or cannot be reached, TimeoutError or
+    DatabaseError as the group-commit writer does."""
     path = settings.LINE_WEBHOOK_WRITER_SOCKET
     if not path:
         raise WriterUnavailable("no event writer configured")
-    return _client.store(rows, path=str(path), timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
+    return _client.store(
+        account_id=account_id, body=body, path=str(path), timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT
+    )

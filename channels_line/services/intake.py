@@ -22,7 +22,7 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from .event_store import EventRow, events_store, processing_enqueue
+from .event_store import events_store_webhook, processing_enqueue
 
 logger = logging.getLogger(__name__)
 
@@ -88,44 +88,6 @@ def signature_is_valid(*, body: bytes, signature: str, channel_secret: str) -> b
     return SignatureValidator(channel_secret).validate(text, signature)
 
 
-def _timestamp(value: object) -> datetime.datetime:
-    try:
-        return datetime.datetime.fromtimestamp(int(value) / 1000, tz=datetime.UTC)  # type: ignore[arg-type]
-    except (TypeError, ValueError, OverflowError):
-        return timezone.now()
-
-
-def _event_id(event: dict) -> str:
-    # LINE always sends webhookEventId; should one be missing, a digest of the event still
-    # deduplicates its redeliveries.
-    event_id = event.get("webhookEventId")
-    if isinstance(event_id, str) and event_id:
-        return event_id[:64]
-    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
-
-
-def _event_row(*, account: MessagingAccount, event: dict) -> EventRow:
-    source = event.get("source") if isinstance(event.get("source"), dict) else {}
-    mode = str(event.get("mode") or "")
-    delivery = event.get("deliveryContext") if isinstance(event.get("deliveryContext"), dict) else {}
-    # Standby events are kept but never answered: their reply token is not kept.
-    reply_token = str(event.get("replyToken") or "") if mode != "standby" else ""
-    return {
-        "messaging_account_id": account.pk,
-        "webhook_event_id": _event_id(event),
-        "event_type": str(event.get("type") or "")[:40],
-        "mode": mode[:10],
-        "source_type": str(source.get("type") or "")[:10],
-        "source_user_id": str(source.get("userId") or "")[:100],
-        "source_group_id": str(source.get("groupId") or "")[:100],
-        "source_room_id": str(source.get("roomId") or "")[:100],
-        "line_timestamp": _timestamp(event.get("timestamp")),
-        "is_redelivery": bool(delivery.get("isRedelivery")),
-        "raw": event,
-        "reply_token": reply_token[:100],
-    }
-
-
 def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
     """Verify and store one webhook delivery; each new event is queued for processing once stored.
 
@@ -151,8 +113,7 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
         logger.warning("LINE webhook body kept as rejected account=%s reason=%s", account.pk, reason)
         raise WebhookRejected(400, "malformed JSON body") from exc
 
-    rows = [_event_row(account=account, event=event) for event in events]
-    results = events_store(rows)
+    results = events_store_webhook(account_id=account.pk, body=body, events=events)
     stored = sum(1 for pk in results if pk)
     duplicates = len(results) - stored
     if duplicates:

@@ -36,15 +36,15 @@ from django.test import Client
 
 from channels_line.models import LineWebhookEvent
 from channels_line.services import event_store, event_writer
+from channels_line.services.event_store import event_row
 from channels_line.services.event_writer import (
     EventWriterServer,
     WriterUnavailable,
     events_store_by_writer,
 )
-from channels_line.services.intake import _event_row
 from omnichannel.models import MessagingAccount
 from tests.channels_line.conftest import post_webhook
-from tests.channels_line.payloads import load_payload
+from tests.channels_line.payloads import body_bytes, load_payload
 from tests.conftest import BASE_DIR, database_url_for, wait_for
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -79,6 +79,18 @@ def receive_exactly(sock: socket.socket, size: int) -> bytes:
 def receive_frame(sock: socket.socket) -> dict[str, Any]:
     (size,) = _HEADER.unpack(receive_exactly(sock, _HEADER.size))
     return json.loads(receive_exactly(sock, size))
+
+
+def request_frame(*, account_id: uuid.UUID, body: bytes) -> bytes:
+    """A web process's request: the account's ID, a newline, the webhook body as it came."""
+    message = str(account_id).encode() + b"\n" + body
+    return _HEADER.pack(len(message)) + message
+
+
+def receive_request(sock: socket.socket) -> dict[str, Any]:
+    (size,) = _HEADER.unpack(receive_exactly(sock, _HEADER.size))
+    account_id, _newline, body = receive_exactly(sock, size).partition(b"\n")
+    return {"account_id": account_id.decode(), "events": json.loads(body)["events"]}
 
 
 # --- fixtures -------------------------------------------------------------------------------------------
@@ -214,7 +226,7 @@ class FakeWriter:
             except TimeoutError:
                 continue
             conn.settimeout(5)
-            self.requests.append(receive_frame(conn))
+            self.requests.append(receive_request(conn))
             if self.behaviour == "close":
                 conn.close()
             elif self.behaviour == "error":
@@ -246,9 +258,15 @@ def fake_writer(short_dir, settings) -> Iterator[Callable[[str], FakeWriter]]:
         fake.stop()
 
 
-def new_rows(account: MessagingAccount) -> list[dict]:
-    """The rows a web process makes of a new webhook event (intake's own conversion)."""
-    return [_event_row(account=account, event=load_payload("message_text__user", fresh=True)["events"][0])]
+def new_request(account: MessagingAccount) -> tuple[dict[str, Any], str]:
+    """A verified webhook body with one new event, as `events_store_by_writer` takes it, and the
+    event's ID."""
+    payload = load_payload("message_text__user", fresh=True)
+    return {"account_id": account.pk, "body": body_bytes(payload)}, payload["events"][0]["webhookEventId"]
+
+
+def store_by_writer(request: dict[str, Any]) -> list[int | None]:
+    return events_store_by_writer(**request)
 
 
 def event_ids(payload: dict) -> list[str]:
@@ -322,7 +340,7 @@ def test_an_event_stored_by_the_writer_keeps_every_column_as_the_web_process_mad
 ):
     payload = load_payload("message_text__user", fresh=True)
     payload["events"][0]["message"]["text"] = "こんにちは、注文番号 #42 の件です 🙏"
-    expected = _event_row(account=line_account, event=payload["events"][0])
+    expected = event_row(account_id=line_account.pk, event=payload["events"][0])
 
     response = post_webhook(Client(), line_account, payload)
 
@@ -401,7 +419,8 @@ def test_a_writer_that_dies_mid_request_leaves_the_event_to_the_web_process(
 
     assert response.status_code == 200
     assert response.json()["stored"] == 1
-    assert [row["webhook_event_id"] for row in fake.requests[0]["rows"]] == event_ids(payload)
+    assert fake.requests[0]["account_id"] == str(line_account.pk)
+    assert [event["webhookEventId"] for event in fake.requests[0]["events"]] == event_ids(payload)
     assert len(fallback) == 1
     assert stored_ids() == event_ids(payload)
 
@@ -464,19 +483,19 @@ def test_a_request_the_database_refuses_gets_the_error_and_the_other_of_its_roun
 
     monkeypatch.setattr(event_writer, "events_store_batch", held_store)
     settings.LINE_WEBHOOK_STORE_TIMEOUT = 10
-    good_rows, bad_rows = new_rows(line_account), new_rows(gone)
+    (good_request, good_id), (bad_request, bad_id) = new_request(line_account), new_request(gone)
     first: list = []
     first_request = threading.Thread(
-        target=lambda: first.extend(in_request_threads(events_store_by_writer, [new_rows(line_account)], 1))
+        target=lambda: first.extend(in_request_threads(store_by_writer, [new_request(line_account)[0]], 1))
     )
     first_request.start()
     assert entered.wait(5)
     good, bad = (socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2))
     try:
-        for sock, request_rows in ((good, good_rows), (bad, bad_rows)):
+        for sock, request in ((good, good_request), (bad, bad_request)):
             sock.settimeout(10)
             sock.connect(str(writer.path))
-            sock.sendall(frame({"rows": request_rows}))
+            sock.sendall(request_frame(**request))
         release.set()
         good_answer, bad_answer = receive_frame(good), receive_frame(bad)
     finally:
@@ -487,17 +506,15 @@ def test_a_request_the_database_refuses_gets_the_error_and_the_other_of_its_roun
     ((first_pk,),) = first
 
     assert [len(batch) for batch in batches] == [1, 2]
-    assert sorted(rows[0]["webhook_event_id"] for rows in batches[1]) == sorted(
-        [good_rows[0]["webhook_event_id"], bad_rows[0]["webhook_event_id"]]
-    )
+    assert sorted(rows[0]["webhook_event_id"] for rows in batches[1]) == sorted([good_id, bad_id])
     assert set(bad_answer) == {"error"} and "IntegrityError" in bad_answer["error"]
     assert set(good_answer) == {"pks"}
     (good_pk,) = good_answer["pks"]
-    assert LineWebhookEvent.objects.get(pk=good_pk).webhook_event_id == good_rows[0]["webhook_event_id"]
+    assert LineWebhookEvent.objects.get(pk=good_pk).webhook_event_id == good_id
     assert LineWebhookEvent.objects.count() == 2
 
     with pytest.raises(DatabaseError, match="IntegrityError"):
-        events_store_by_writer(new_rows(gone))  # the web process's client turns the answer into an error
+        store_by_writer(new_request(gone)[0])  # the web process's client turns the answer into an error
     writer.stop()
     assert sorted(pk for call in enqueued for pk in call) == sorted([first_pk, good_pk])
 
@@ -550,7 +567,7 @@ def test_a_second_writer_on_the_same_socket_refuses_to_start_and_the_first_keeps
     assert isinstance(error, RuntimeError)
     assert "another LINE event writer is listening" in str(error)
     assert stat.S_ISSOCK(writer.path.stat().st_mode)  # its socket left in place
-    (pk,) = events_store_by_writer(new_rows(line_account))
+    (pk,) = store_by_writer(new_request(line_account)[0])
     assert rounds == [1]
     assert LineWebhookEvent.objects.filter(pk=pk).exists()
 
@@ -563,10 +580,10 @@ def test_a_socket_file_left_by_a_dead_writer_is_replaced(line_account, short_dir
     settings.LINE_WEBHOOK_WRITER_SOCKET = str(path)
 
     start_writer(path)
-    rows = new_rows(line_account)
-    (pk,) = events_store_by_writer(rows)
+    request, event_id = new_request(line_account)
+    (pk,) = store_by_writer(request)
 
-    assert LineWebhookEvent.objects.get(pk=pk).webhook_event_id == rows[0]["webhook_event_id"]
+    assert LineWebhookEvent.objects.get(pk=pk).webhook_event_id == event_id
 
 
 @pytest.mark.django_db(transaction=False)
@@ -602,9 +619,9 @@ def test_the_writer_stores_nothing_it_cannot_read_and_answers_with_an_error(writ
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
         sock.settimeout(5)
         sock.connect(str(writer.path))
-        sock.sendall(frame({"events": []}))
+        sock.sendall(frame({"events": []}))  # JSON, without the account's ID
         answer = receive_frame(sock)
-        sock.sendall(frame({"rows": []}))  # the connection still serves
+        sock.sendall(request_frame(account_id=uuid.uuid4(), body=b'{"events": []}'))  # still serves
         empty = receive_frame(sock)
 
     assert answer["error"].startswith("unreadable request")
@@ -616,7 +633,7 @@ def test_the_writer_stores_nothing_it_cannot_read_and_answers_with_an_error(writ
 def test_a_writer_that_is_not_configured_is_unavailable(settings):
     settings.LINE_WEBHOOK_WRITER_SOCKET = ""
     with pytest.raises(WriterUnavailable):
-        events_store_by_writer([])
+        events_store_by_writer(account_id=uuid.uuid4(), body=b'{"events": []}')
 
 
 # --- the management command -----------------------------------------------------------------------------

@@ -283,16 +283,19 @@ def test_account_credentials_are_cached_briefly_and_a_change_clears_them(client,
 def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(line_account, enqueued):
     import uuid as uuid_module
 
-    from channels_line.services.event_store import _Pending, events_store_batch
-    from channels_line.services.intake import _event_row
+    from channels_line.services.event_store import _Pending, event_row, events_store_batch
     from omnichannel.models import MessagingAccount
 
     gone = MessagingAccount(pk=uuid_module.uuid4(), name="deleted meanwhile")  # never saved: FK fails
     good = _Pending(
-        [_event_row(account=line_account, event=load_payload("message_text__user", fresh=True)["events"][0])]
+        [
+            event_row(
+                account_id=line_account.pk, event=load_payload("message_text__user", fresh=True)["events"][0]
+            )
+        ]
     )
     bad = _Pending(
-        [_event_row(account=gone, event=load_payload("message_text__user", fresh=True)["events"][0])]
+        [event_row(account_id=gone.pk, event=load_payload("message_text__user", fresh=True)["events"][0])]
     )
 
     new = events_store_batch([good, bad])
