@@ -255,6 +255,14 @@ def line_shop_online(line_shop, live_server, settings) -> LineShop:
     return line_shop
 
 
+@pytest.fixture(autouse=True)
+def _no_event_writer_process(settings):
+    """Webhooks store through the test process's own writer unless a test starts an event writer
+    (tests/channels_line/test_event_writer.py): a developer's `make run` writer, listening on the
+    default socket, must never get test events."""
+    settings.LINE_WEBHOOK_WRITER_SOCKET = ""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _group_commit_writer_closed_at_the_end(django_db_setup):
     """The webhook's writer thread holds a database connection; close it before the test database

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import close_old_connections, connection, models, transaction
+from django.db import DataError, IntegrityError, close_old_connections, connection, models, transaction
 from django.utils import timezone
 
 from ..models import LineWebhookEvent
@@ -229,9 +229,7 @@ class _Pending:
 
 def events_store_batch(batch: list[_Pending]) -> list[int]:
     """Store the rows of several requests in one transaction; sets each request's result (or its
-    error) and returns the new primary keys. Should the transaction fail (say, an account deleted
-    meanwhile), each request is stored on its own, so that only the requests at fault get the error.
-    Does not set `done`: the caller answers the requests."""
+    error) and returns the new primary keys. Does not set `done`: the caller answers the requests."""
     batch = [pending for pending in batch if pending.rows]
     if not batch:
         return []
@@ -240,11 +238,20 @@ def events_store_batch(batch: list[_Pending]) -> list[int]:
         rows = [row for pending in batch for row in pending.rows]
         with transaction.atomic():
             inserted = events_insert(rows)
-    except Exception as exc:
+    except (IntegrityError, DataError) as exc:
+        # A row at fault (say, its account deleted meanwhile): each request on its own, so that only
+        # the requests at fault get the error.
         if len(batch) > 1:
             return [pk for pending in batch for pk in events_store_batch([pending])]
         logger.exception("LINE event store failed account=%s", batch[0].rows[0]["messaging_account_id"])
         batch[0].error = exc
+        return []
+    except Exception as exc:
+        # The database itself (unreachable, timing out): trying each request again would make every
+        # one of them wait for it once more. They all get the error.
+        logger.exception("LINE event store failed requests=%s", len(batch))
+        for pending in batch:
+            pending.error = exc
         connection.close()
         return []
     claimed: set[Key] = set()
@@ -269,6 +276,7 @@ class Publisher:
         self._pks: list[int] = []
         self._waiters: list[threading.Event] = []
         self._stopping = False
+        self._ended = False
 
     def start(self) -> Publisher:
         threading.Thread(target=self._run, name="line-event-publisher", daemon=True).start()
@@ -282,6 +290,8 @@ class Publisher:
         """Wait until everything put so far is queued (or its publishing has failed)."""
         published = threading.Event()
         with self._lock:
+            if self._ended:  # its last round published everything put before the stop
+                return True
             self._waiters.append(published)
         return published.wait(timeout)
 
@@ -296,7 +306,7 @@ class Publisher:
             with self._lock:
                 pks, self._pks = self._pks, []
                 waiters, self._waiters = self._waiters, []
-                stopping = self._stopping
+                stopping = self._ended = self._stopping
             if pks:
                 try:
                     processing_enqueue(pks)
@@ -406,24 +416,36 @@ def events_writer_flush(timeout: float = 5.0) -> bool:
     return _writer.flush(timeout)
 
 
-def events_store(rows: list[EventRow]) -> list[int | None]:
+def events_store(rows: list[EventRow], *, timeout: float | None = None) -> list[int | None]:
     """Store webhook events once each, through this process's own writer (or, inside a transaction
     or with group commit off, in the caller's transaction). Returns the new primary keys (None:
-    already stored)."""
+    already stored). Raises TimeoutError after `timeout` (default LINE_WEBHOOK_STORE_TIMEOUT)."""
     if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
-        return _writer.submit(rows, timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT)
+        if timeout is None:
+            timeout = settings.LINE_WEBHOOK_STORE_TIMEOUT
+        return _writer.submit(rows, timeout=timeout)
     return events_store_inline(rows)
+
+
+# Less than this left of the store timeout after the event writer went away: 503 at once.
+MIN_FALLBACK_SECONDS = 0.1
 
 
 def events_store_webhook(*, account_id: uuid.UUID, body: bytes, events: list[dict]) -> list[int | None]:
     """Store the events of one verified webhook body once each; returns the new primary keys (None:
     already stored). The host's event writer process stores them when it runs: it gets the body as
-    it came and makes the rows itself."""
+    it came and makes the rows itself. Within LINE_WEBHOOK_STORE_TIMEOUT in all, or TimeoutError."""
+    timeout = None
     if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
         from .event_writer import WriterUnavailable, events_store_by_writer
 
+        deadline = time.monotonic() + settings.LINE_WEBHOOK_STORE_TIMEOUT
         try:
             return events_store_by_writer(account_id=account_id, body=body)
         except WriterUnavailable:
             pass  # no event writer process on this host (or it is restarting): this process's own
-    return events_store([event_row(account_id=account_id, event=event) for event in events])
+        timeout = deadline - time.monotonic()
+        if timeout < MIN_FALLBACK_SECONDS:
+            raise TimeoutError("the event writer went away and no time is left to store the events here")
+    rows = [event_row(account_id=account_id, event=event) for event in events]
+    return events_store(rows, timeout=timeout)

@@ -23,6 +23,7 @@ import logging
 import os
 import selectors
 import socket
+import stat
 import struct
 import threading
 import time
@@ -42,8 +43,6 @@ logger = logging.getLogger(__name__)
 # so that the web process, the busiest, does not encode them. An answer is JSON: {"pks": [...]} (a
 # primary key per event, null for one already stored) or {"error": "..."}.
 _HEADER = struct.Struct("!I")
-# A request carries one webhook body (LINE_WEBHOOK_MAX_BODY_BYTES): a generous bound all the same.
-MAX_FRAME_BYTES = 64 * 1024 * 1024
 # After a failed connection attempt, web processes store by themselves for this long before trying again.
 RECONNECT_AFTER_SECONDS = 1.0
 # A Unix socket path must fit in sockaddr_un (108 bytes on Linux, 104 on macOS).
@@ -92,6 +91,18 @@ def _receive_answer(sock: socket.socket, deadline: float) -> dict[str, Any]:
         if size is None and len(data) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(data)
     return json.loads(data[_HEADER.size :])
+
+
+def _peer_is_this_user(sock: socket.socket) -> bool:
+    """Whether the process at the other end runs as this user (Linux; elsewhere the socket's folder,
+    which the writer checks, is the protection)."""
+    if not hasattr(socket, "SO_PEERCRED"):
+        return True
+    credentials = struct.Struct("3i")
+    _pid, uid, _gid = credentials.unpack(
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, credentials.size)
+    )
+    return uid == os.getuid()
 
 
 class EventWriterClient:
@@ -159,6 +170,11 @@ class EventWriterClient:
                 logger.info("LINE event writer not reachable at %s (%s): storing in this process", path, exc)
             self._unreachable_until[path] = time.monotonic() + RECONNECT_AFTER_SECONDS
             raise WriterUnavailable(str(exc)) from exc
+        if not _peer_is_this_user(sock):
+            sock.close()
+            logger.error("LINE event writer socket %s belongs to another user: not used", path)
+            self._unreachable_until[path] = time.monotonic() + RECONNECT_AFTER_SECONDS
+            raise WriterUnavailable("the socket's peer is another user")
         if self._unreachable_until.pop(path, None) is not None:
             logger.info("LINE event writer reachable again at %s", path)
         local.sock, local.path, local.pid = sock, path, os.getpid()
@@ -185,6 +201,7 @@ class EventWriterServer:
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
+        self._inode = -1
         self._stopping = threading.Event()
         self.ready = threading.Event()
 
@@ -216,18 +233,22 @@ class EventWriterServer:
                     if key.fileobj is listener:
                         self._accept(listener, selector)
                     else:
-                        requests.extend(self._read(key.data, selector))
+                        try:
+                            requests.extend(self._read(key.data, selector))
+                        except Exception:  # one client's trouble ends its connection, not the writer
+                            logger.exception("LINE event writer: a connection failed and was closed")
+                            self._close(key.data, selector)
                 if requests and time.monotonic() >= round_started + ROUND_SECONDS:
                     round_started = time.monotonic()
-                    self._answer(requests, publisher, selector)
+                    self._answer_safely(requests, publisher, selector)
                     requests = []
             if requests:  # gathered before the stop: answered, not dropped
-                self._answer(requests, publisher, selector)
+                self._answer_safely(requests, publisher, selector)
         finally:
+            self._unlink_own_socket(listener)
             for key in list(selector.get_map().values()):
                 key.fileobj.close()  # type: ignore[union-attr]
             selector.close()
-            self.path.unlink(missing_ok=True)
             publisher.flush()
             publisher.stop()
             connection.close()
@@ -239,7 +260,17 @@ class EventWriterServer:
                 f"socket path {self.path} is longer than {MAX_SOCKET_PATH_BYTES} bytes; "
                 "set LINE_WEBHOOK_WRITER_SOCKET to a shorter one"
             )
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        folder = self.path.parent.stat()
+        if folder.st_uid != os.getuid() or folder.st_mode & 0o022:
+            # Whoever can write there could put their own socket in the writer's place and answer
+            # the web processes' requests (and read the customers' messages).
+            raise ValueError(
+                f"{self.path.parent} must belong to this user and not be writable by others "
+                "(LINE_WEBHOOK_WRITER_SOCKET)"
+            )
+        if self.path.exists() and not stat.S_ISSOCK(self.path.stat().st_mode):
+            raise ValueError(f"{self.path} exists and is not a socket (LINE_WEBHOOK_WRITER_SOCKET)")
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             probe.connect(str(self.path))
@@ -257,13 +288,27 @@ class EventWriterServer:
             os.umask(umask)
         listener.listen(1024)
         listener.setblocking(False)
+        self._inode = self.path.stat().st_ino
         return listener
+
+    def _unlink_own_socket(self, listener: socket.socket) -> None:
+        # Before closing: a writer started meanwhile has its own socket there, left alone.
+        with contextlib.suppress(OSError):
+            if self.path.stat().st_ino == self._inode:
+                self.path.unlink()
+        listener.close()
 
     def _accept(self, listener: socket.socket, selector: selectors.BaseSelector) -> None:
         while True:
             try:
                 sock, _address = listener.accept()
             except BlockingIOError:
+                return
+            except OSError:
+                # Out of file descriptors, say: the connection waits in the backlog (its web
+                # process stores by itself after LINE_WEBHOOK_STORE_TIMEOUT at worst).
+                logger.exception("LINE event writer: could not accept a connection")
+                time.sleep(0.01)
                 return
             sock.setblocking(False)
             selector.register(sock, selectors.EVENT_READ, _Connection(sock))
@@ -285,7 +330,7 @@ class EventWriterServer:
         requests = []
         while len(conn.buffer) >= _HEADER.size:
             (size,) = _HEADER.unpack_from(conn.buffer)
-            if size > MAX_FRAME_BYTES:
+            if size > settings.LINE_WEBHOOK_MAX_BODY_BYTES + 100:  # a body and an account ID
                 logger.warning("LINE event writer: a request of %s bytes refused, connection closed", size)
                 self._close(conn, selector)
                 return []
@@ -295,11 +340,26 @@ class EventWriterServer:
             del conn.buffer[: _HEADER.size + size]
             try:
                 rows = _rows_from_request(message)
-            except (ValueError, KeyError, TypeError) as exc:
+            except Exception as exc:
                 self._send(conn, {"error": f"unreadable request: {exc}"}, selector)
                 continue
             requests.append((conn, _Pending(rows)))
         return requests
+
+    def _answer_safely(
+        self,
+        requests: list[tuple[_Connection, _Pending]],
+        publisher: Publisher,
+        selector: selectors.BaseSelector,
+    ) -> None:
+        try:
+            self._answer(requests, publisher, selector)
+        except Exception:
+            # Not stored, or stored but not answered: closing makes each web process store its
+            # events itself (an event already stored comes back as a duplicate, the sweep queues it).
+            logger.exception("LINE event writer: a round failed; its connections were closed")
+            for conn, _pending in requests:
+                self._close(conn, selector)
 
     def _answer(
         self,

@@ -229,6 +229,9 @@ class FakeWriter:
             self.requests.append(receive_request(conn))
             if self.behaviour == "close":
                 conn.close()
+            elif self.behaviour == "close late":
+                time.sleep(0.9)
+                conn.close()
             elif self.behaviour == "error":
                 conn.sendall(frame({"error": "OperationalError: database is locked"}))
                 self._kept.append(conn)
@@ -313,9 +316,10 @@ def in_request_threads(work: Callable[[Any], Any], items: list, threads: int) ->
 
 
 def test_concurrent_webhooks_are_stored_by_the_writer_each_event_once_and_queued_once(
-    line_account, writer, rounds, fallback, enqueued
+    line_account, writer, rounds, fallback, enqueued, settings
 ):
     """Forty requests from sixteen threads at once, ten of them repeating another's event."""
+    settings.LINE_WEBHOOK_STORE_TIMEOUT = 10  # correctness here, not speed: a slow machine is no fallback
     payloads = [load_payload("message_text__user", fresh=True) for _ in range(30)]
     payloads += payloads[:10]
 
@@ -390,7 +394,7 @@ def test_without_a_writer_listening_webhooks_are_stored_by_the_web_process(
 def test_after_a_failed_connection_the_web_process_stores_by_itself_for_a_while_then_uses_the_writer(
     line_account, short_dir, settings, start_writer, rounds, fallback, monkeypatch
 ):
-    monkeypatch.setattr(event_writer, "RECONNECT_AFTER_SECONDS", 0.5)
+    monkeypatch.setattr(event_writer, "RECONNECT_AFTER_SECONDS", 1.5)
     path = short_dir / "writer.sock"
     settings.LINE_WEBHOOK_WRITER_SOCKET = str(path)
     started = time.monotonic()
@@ -399,8 +403,8 @@ def test_after_a_failed_connection_the_web_process_stores_by_itself_for_a_while_
     start_writer(path)
 
     meanwhile = post_webhook(Client(), line_account, load_payload("message_text__user", fresh=True))
-    assert time.monotonic() - started < 0.5, "too slow to see the pause: the test proves nothing"
-    time.sleep(max(0.0, failed_at + 0.6 - time.monotonic()))
+    assert time.monotonic() - started < 1.5, "too slow to see the pause: the test proves nothing"
+    time.sleep(max(0.0, failed_at + 1.6 - time.monotonic()))
     later = post_webhook(Client(), line_account, load_payload("message_text__user", fresh=True))
 
     assert (meanwhile.status_code, later.status_code) == (200, 200)
@@ -449,6 +453,24 @@ def test_a_writer_that_does_not_answer_in_time_gets_503_and_the_redelivery_is_st
 
     assert response.json() == {"status": "ok", "stored": 1, "duplicates": 0}
     assert stored_ids() == event_ids(payload)
+
+
+def test_a_writer_that_goes_away_late_leaves_no_time_to_store_here_and_the_answer_keeps_the_limit(
+    line_account, fake_writer, fallback, settings
+):
+    """The store timeout is the whole request's: a writer that goes away after most of it is not
+    followed by a second full wait in the web process (LINE gives up after 2 s)."""
+    settings.LINE_WEBHOOK_STORE_TIMEOUT = 1.0
+    fake_writer("close late")  # reads the request, closes 0.9 s later
+
+    started = time.monotonic()
+    response = post_webhook(Client(), line_account, load_payload("message_text__user", fresh=True))
+    elapsed = time.monotonic() - started
+
+    assert response.status_code == 503
+    assert elapsed < 1.4
+    assert fallback == []
+    assert LineWebhookEvent.objects.count() == 0
 
 
 def test_a_writer_that_answers_an_error_gets_503(line_account, fake_writer, fallback):
@@ -587,6 +609,44 @@ def test_a_socket_file_left_by_a_dead_writer_is_replaced(line_account, short_dir
 
 
 @pytest.mark.django_db(transaction=False)
+def test_a_file_that_is_not_a_socket_is_refused_and_left_alone(short_dir):
+    path = short_dir / "db.sqlite3"  # LINE_WEBHOOK_WRITER_SOCKET set to the wrong file by mistake
+    path.write_bytes(b"precious")
+
+    error = serve_failure(EventWriterServer(path))
+
+    assert isinstance(error, ValueError)
+    assert "not a socket" in str(error)
+    assert path.read_bytes() == b"precious"
+
+
+@pytest.mark.django_db(transaction=False)
+def test_a_socket_folder_others_can_write_to_is_refused(short_dir):
+    """Whoever can write there could put a socket of their own in the writer's place."""
+    short_dir.chmod(0o777)
+
+    error = serve_failure(EventWriterServer(short_dir / "writer.sock"))
+
+    assert isinstance(error, ValueError)
+    assert "not be writable by others" in str(error)
+    assert not (short_dir / "writer.sock").exists()
+
+
+def test_a_body_that_breaks_the_parser_gets_an_error_and_the_writer_serves_on(line_account, writer):
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(5)
+        sock.connect(str(writer.path))
+        sock.sendall(request_frame(account_id=line_account.pk, body=b"[" * 200_000))  # RecursionError
+        answer = receive_frame(sock)
+
+    request, event_id = new_request(line_account)
+    (pk,) = store_by_writer(request)
+
+    assert answer["error"].startswith("unreadable request")
+    assert LineWebhookEvent.objects.get(pk=pk).webhook_event_id == event_id
+
+
+@pytest.mark.django_db(transaction=False)
 def test_a_socket_path_too_long_for_every_platform_is_refused_naming_the_setting(short_dir):
     # 104 bytes: Linux would bind it (108), macOS would not (104 with the terminating NUL).
     path = short_dir / ("x" * (104 - len(os.fsencode(short_dir)) - 1))
@@ -691,7 +751,7 @@ def test_the_command_stores_webhooks_on_the_configured_database_and_stops_cleanl
     assert fallback == []  # the command's process stored it
     assert stored_ids() == event_ids(payload)
     assert process.returncode == 0, err
-    assert f"listening on {path}" in out.decode()
+    assert f"LINE event writer listening on {path}" in (out + err).decode()
     assert not path.exists()
     assert len(list((short_dir / "var" / "broker" / "queue").iterdir())) == 1  # its processing queued
     assert refused.returncode != 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import threading
 from typing import Any
 
 from django.conf import settings
@@ -28,10 +29,19 @@ class Command(BaseCommand):
         if not options["socket"]:
             raise CommandError("LINE_WEBHOOK_WRITER_SOCKET is empty: web processes store events themselves")
         server = EventWriterServer(options["socket"])
+        stopped = threading.Event()
+
+        def stop(*_: object) -> None:
+            stopped.set()
+            server.stop()
+
         for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, lambda *_: server.stop())
-        self.stdout.write(f"LINE event writer listening on {server.path}")
+            signal.signal(signum, stop)
         try:
             server.serve()
         except (ValueError, RuntimeError) as exc:
-            raise CommandError(str(exc)) from exc
+            # The web processes store events themselves meanwhile. Waiting rather than exiting keeps a
+            # process manager that stops every process when one ends (honcho, `make run`) running.
+            self.stderr.write(f"LINE event writer not started: {exc}. Web processes store events themselves.")
+            while not stopped.wait(1):
+                pass
