@@ -33,6 +33,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import DatabaseError, connection
+from django.db.backends.base.base import BaseDatabaseWrapper
+from django.db.backends.signals import connection_created
 
 from .event_store import EventRow, Publisher, _Pending, event_row, events_store_batch
 
@@ -202,6 +204,7 @@ class EventWriterServer:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._inode = -1
+        self._thread_id = threading.get_ident()
         self._stopping = threading.Event()
         self.ready = threading.Event()
 
@@ -210,8 +213,12 @@ class EventWriterServer:
         self._stopping.set()
 
     def serve(self) -> None:
+        self._thread_id = threading.get_ident()
         listener = self._listen()
         publisher = Publisher().start()
+        connection_created.connect(self._limit_statements)
+        if connection.connection is not None:  # opened before: limited now
+            self._limit_statements(None, connection)
         # Webhooks wait on these writes: on SQLite they go before the workers' (omnichannel/db/sqlite).
         if hasattr(connection, "write_priority"):
             connection.write_priority = True
@@ -251,8 +258,17 @@ class EventWriterServer:
             selector.close()
             publisher.flush()
             publisher.stop()
+            connection_created.disconnect(self._limit_statements)
             connection.close()
             logger.info("LINE event writer stopped")
+
+    def _limit_statements(self, sender: object, connection: BaseDatabaseWrapper, **kwargs: Any) -> None:
+        # One stuck statement (a lock held elsewhere, a lost network) would hold every web process's
+        # requests: on PostgreSQL, a statement of the writer's gives up with its requests.
+        if connection.vendor == "postgresql" and threading.get_ident() == self._thread_id:
+            milliseconds = str(int(settings.LINE_WEBHOOK_STORE_TIMEOUT * 1000))
+            with connection.cursor() as cursor:
+                cursor.execute("SELECT set_config('statement_timeout', %s, false)", [milliseconds])
 
     def _listen(self) -> socket.socket:
         if len(os.fsencode(self.path)) > MAX_SOCKET_PATH_BYTES:

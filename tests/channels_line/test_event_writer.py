@@ -756,3 +756,34 @@ def test_the_command_stores_webhooks_on_the_configured_database_and_stops_cleanl
     assert len(list((short_dir / "var" / "broker" / "queue").iterdir())) == 1  # its processing queued
     assert refused.returncode != 0
     assert "LINE_WEBHOOK_WRITER_SOCKET is empty" in refused_err.decode()
+
+
+def test_on_postgresql_a_statement_stuck_on_a_lock_gives_up_instead_of_holding_the_writer(
+    line_account, writer, settings
+):
+    """A statement of the writer's waits at most LINE_WEBHOOK_STORE_TIMEOUT: without that, one lock
+    held elsewhere (or a lost network) would hold every web process's requests behind it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL statement timeout; SQLite writers wait on the write lock's own timeout")
+    import psycopg
+
+    settings.LINE_WEBHOOK_STORE_TIMEOUT = 0.5
+    db = connection.settings_dict
+    blocker = psycopg.connect(
+        dbname=db["NAME"], user=db["USER"], password=db["PASSWORD"], host=db["HOST"], port=db["PORT"] or None
+    )
+    try:
+        blocker.execute(f"LOCK TABLE {LineWebhookEvent._meta.db_table} IN EXCLUSIVE MODE")
+        stuck, stuck_id = new_request(line_account)
+        with pytest.raises((TimeoutError, DatabaseError)):
+            store_by_writer(stuck)
+        time.sleep(0.6)  # the writer's statement has given up by now
+    finally:
+        blocker.rollback()
+        blocker.close()
+    later, later_id = new_request(line_account)
+    (pk,) = store_by_writer(later)
+
+    assert LineWebhookEvent.objects.get(pk=pk).webhook_event_id == later_id
+    # Given up, not merely late: the stuck INSERT did not go through once the lock was released.
+    assert not LineWebhookEvent.objects.filter(webhook_event_id=stuck_id).exists()

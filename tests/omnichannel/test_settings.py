@@ -76,6 +76,7 @@ def test_database_and_broker_urls_select_postgresql_and_redis(tmp_path):
     )
     assert values["engine"] == "django.db.backends.postgresql"
     assert values["name"] == "omni"
+    assert values["options"]["connect_timeout"] == 5  # libpq alone would wait without limit
     assert values["broker"] == "redis://cache.example:6380/2"
     assert values["filesystem"] is False
     assert values["transport"]["visibility_timeout"] >= 600
