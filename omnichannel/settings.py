@@ -115,7 +115,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # A file (not memory) so that a worker process started by the tests sees the test database;
     # one per test run, so that two runs on one machine do not share it.
     DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / f"test-db-{os.getpid()}.sqlite3")}
-
 elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     # libpq waits for a connection without limit by default; a lost network should fail in seconds.
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
@@ -264,7 +263,8 @@ LINE_WEBHOOK_MAX_BODY_BYTES = env.int("LINE_WEBHOOK_MAX_BODY_BYTES", default=102
 # Seconds a web process keeps an account's webhook credentials in memory (changes made in another
 # process take effect within this time; in the same process at once).
 LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS", default=5.0)
-# Webhook events of concurrent requests are stored together by one writer thread per process.
+# Webhook events of concurrent requests are stored together in one transaction (by the event writer
+# process, or by one writer thread per web process).
 LINE_WEBHOOK_GROUP_COMMIT = env.bool("LINE_WEBHOOK_GROUP_COMMIT", default=True)
 # Seconds a webhook request waits for its events to be stored before answering 503 (LINE's limit: 2).
 LINE_WEBHOOK_STORE_TIMEOUT = env.float("LINE_WEBHOOK_STORE_TIMEOUT", default=1.5)

@@ -101,6 +101,15 @@ def _event_id(event: dict) -> str:
     return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
 
 
+def webhook_events(body: bytes) -> list[dict]:
+    """The events of a webhook body. Raises ValueError, KeyError or TypeError for a body that is not
+    a JSON object with a list of event objects."""
+    events = json.loads(body)["events"]
+    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
+        raise TypeError("events is not a list of objects")
+    return events
+
+
 def event_row(*, account_id: uuid.UUID | str, event: dict) -> EventRow:
     """The row that stores one webhook event (its raw JSON and the fields processing looks up)."""
     source = event.get("source") if isinstance(event.get("source"), dict) else {}

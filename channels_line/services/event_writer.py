@@ -36,7 +36,7 @@ from django.db import DatabaseError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from .event_store import EventRow, Publisher, _Pending, event_row, events_store_batch
+from .event_store import EventRow, Publisher, _Pending, event_row, events_store_batch, webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -72,10 +72,7 @@ def _rows_from_request(message: bytes) -> list[EventRow]:
     if not newline:
         raise ValueError("no account ID")
     account_id = uuid.UUID(account.decode("ascii"))
-    events = json.loads(body)["events"]
-    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-        raise ValueError("events is not a list of objects")
-    return [event_row(account_id=account_id, event=event) for event in events]
+    return [event_row(account_id=account_id, event=event) for event in webhook_events(body)]
 
 
 def _receive_answer(sock: socket.socket, deadline: float) -> dict[str, Any]:
@@ -204,7 +201,7 @@ class EventWriterServer:
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._inode = -1
-        self._thread_id = threading.get_ident()
+        self._thread_id: int | None = None  # serve()'s thread
         self._stopping = threading.Event()
         self.ready = threading.Event()
 

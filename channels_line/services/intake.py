@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime
 import hashlib
 import hmac
-import json
 import logging
 import time
 import uuid
@@ -22,7 +21,7 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from .event_store import events_store_webhook, processing_enqueue
+from .event_store import events_store_webhook, processing_enqueue, webhook_events
 
 logger = logging.getLogger(__name__)
 
@@ -101,10 +100,7 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
         raise WebhookRejected(400, "invalid signature")
 
     try:
-        payload = json.loads(body)
-        events = payload["events"]
-        if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
-            raise TypeError("events is not a list of objects")
+        events = webhook_events(body)
     except (ValueError, KeyError, TypeError) as exc:
         reason = f"malformed body: {exc.__class__.__name__}: {exc}"[:500]
         LineWebhookRejectedBody.objects.create(

@@ -12,7 +12,6 @@ directories under /tmp, removed after each test.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
 import shutil
@@ -55,14 +54,8 @@ _HEADER = struct.Struct("!I")
 # --- the wire format, written out here rather than borrowed from the code under test ------------------
 
 
-def _wire_default(value: object) -> str:
-    if isinstance(value, datetime.datetime):
-        return value.isoformat()
-    return str(value)  # UUIDs
-
-
 def frame(message: dict[str, Any]) -> bytes:
-    data = json.dumps(message, ensure_ascii=False, default=_wire_default).encode()
+    data = json.dumps(message, ensure_ascii=False).encode()
     return _HEADER.pack(len(data)) + data
 
 
