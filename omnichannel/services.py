@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
@@ -67,23 +67,46 @@ def conversation_new_hook(*, conversation: Conversation) -> None:
     until then a new conversation simply stays Open."""
 
 
+def conversations_open_locked(
+    *, account_id: object, thread_ids: Iterable[str]
+) -> dict[str, Conversation | None]:
+    """The open (not closed) conversation of each of these threads of an account, None for a thread
+    without one; locked until the end of the transaction. One query, for callers about to call
+    conversation_ensure_open for several threads (pass the result as `known`)."""
+    wanted = set(thread_ids)
+    known: dict[str, Conversation | None] = dict.fromkeys(wanted)
+    for conversation in (
+        Conversation.objects.select_for_update()
+        .filter(messaging_account_id=account_id, thread_id__in=wanted)
+        .exclude(state=ConversationState.CLOSED)
+    ):
+        known[conversation.thread_id] = conversation
+    return known
+
+
 def conversation_ensure_open(
     *,
     account: MessagingAccount,
     thread_type: str,
     thread_id: str,
     social_profile: SocialProfile | None,
+    known: dict[str, Conversation | None] | None = None,
 ) -> tuple[Conversation, bool]:
     """The open (not closed) conversation of a thread, created when there is none.
 
     A partial unique constraint allows one non-closed conversation per thread, so two workers that
-    race here end up with the same row. Must run inside a transaction."""
-    existing = (
-        Conversation.objects.select_for_update()
-        .filter(messaging_account=account, thread_id=thread_id)
-        .exclude(state=ConversationState.CLOSED)
-        .first()
-    )
+    race here end up with the same row. Must run inside a transaction. `known`: the account's open
+    conversations as conversations_open_locked read them earlier in this transaction, kept up to
+    date here (a thread it does not cover is read from the database)."""
+    if known is not None and thread_id in known:
+        existing = known[thread_id]
+    else:
+        existing = (
+            Conversation.objects.select_for_update()
+            .filter(messaging_account=account, thread_id=thread_id)
+            .exclude(state=ConversationState.CLOSED)
+            .first()
+        )
     if existing:
         if existing.state == ConversationState.WAITING:
             # The customer wrote again: back into the queue.
@@ -105,15 +128,19 @@ def conversation_ensure_open(
             .exclude(state=ConversationState.CLOSED)
             .get()
         )
+        if known is not None:
+            known[thread_id] = conversation
         return conversation, False
+    if known is not None:
+        known[thread_id] = conversation
     transaction.on_commit(lambda: conversation_new_hook(conversation=conversation))
     return conversation, True
 
 
-def conversation_touch(*, conversation: Conversation, at: datetime.datetime) -> None:
+def conversation_touch(*, conversation_id: int, at: datetime.datetime) -> None:
     """Move the conversation's last activity forward (never back: events arrive out of order)."""
     Conversation.objects.filter(
-        Q(last_message_at__isnull=True) | Q(last_message_at__lt=at), pk=conversation.pk
+        Q(last_message_at__isnull=True) | Q(last_message_at__lt=at), pk=conversation_id
     ).update(last_message_at=at)
 
 
@@ -183,7 +210,7 @@ def message_send(
                 size=file.size,
                 state=AttachmentState.READY,
             )
-        conversation_touch(conversation=conversation, at=now)
+        conversation_touch(conversation_id=conversation.pk, at=now)
         adapter = channel_for(conversation.messaging_account)
         transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message))
     return message

@@ -11,7 +11,9 @@ import enum
 import hashlib
 import logging
 import mimetypes
+import time
 from collections.abc import Callable, Sequence
+from contextvars import ContextVar
 
 from django.conf import settings
 from django.core.files.base import ContentFile
@@ -30,7 +32,12 @@ from omnichannel.models import (
     SocialProfile,
     ThreadType,
 )
-from omnichannel.services import conversation_ensure_open, conversation_touch, social_profile_ensure
+from omnichannel.services import (
+    conversation_ensure_open,
+    conversation_touch,
+    conversations_open_locked,
+    social_profile_ensure,
+)
 
 from ..client import LineApiError, line_client, line_errors
 from ..models import EventState, LineWebhookEvent
@@ -113,14 +120,45 @@ def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
     return profile
 
 
-def _profile_for_event(event: LineWebhookEvent) -> SocialProfile | None:
-    if not event.source_user_id:
-        return None
-    profile, _ = social_profile_ensure(account=event.messaging_account, external_id=event.source_user_id)
-    if event.source_type == ThreadType.USER and _profile_is_stale(profile):
-        # Done here, outside the event's transaction: no lock is held during the HTTP call.
-        profile = line_profile_refresh(social_profile_pk=profile.pk) or profile
-    return profile
+ProfileKey = tuple[object, str, str]  # account ID, LINE user ID, source type
+
+
+def _profile_key(event: LineWebhookEvent) -> ProfileKey:
+    return (event.messaging_account_id, event.source_user_id, event.source_type)
+
+
+def _profiles_for_events(events: Sequence[LineWebhookEvent]) -> dict[ProfileKey, SocialProfile | None]:
+    """The social profile of each event's customer: the known ones in one query per account, the
+    new ones created. A stale profile of a one-to-one chat is fetched from LINE here, outside the
+    events' transactions: no lock is held during the HTTP call."""
+    wanted: dict[object, set[str]] = {}
+    for event in events:
+        if event.source_user_id:
+            wanted.setdefault(event.messaging_account_id, set()).add(event.source_user_id)
+    known = {
+        (profile.messaging_account_id, profile.external_id): profile
+        for account_id, user_ids in wanted.items()
+        for profile in SocialProfile.objects.filter(messaging_account_id=account_id, external_id__in=user_ids)
+    }
+    profiles: dict[ProfileKey, SocialProfile | None] = {}
+    for event in events:
+        key = _profile_key(event)
+        if key in profiles:
+            continue
+        if not event.source_user_id:
+            profiles[key] = None
+            continue
+        profile = known.get((event.messaging_account_id, event.source_user_id))
+        if profile is None:
+            profile, _ = social_profile_ensure(
+                account=event.messaging_account, external_id=event.source_user_id
+            )
+            known[(event.messaging_account_id, event.source_user_id)] = profile
+        if event.source_type == ThreadType.USER and _profile_is_stale(profile):
+            profile = line_profile_refresh(social_profile_pk=profile.pk) or profile
+            known[(event.messaging_account_id, event.source_user_id)] = profile
+        profiles[key] = profile
+    return profiles
 
 
 # --- Processing -----------------------------------------------------------------------------------
@@ -134,6 +172,14 @@ def _thread(event: LineWebhookEvent) -> tuple[str, str]:
     return ThreadType.USER, event.source_user_id
 
 
+# The open conversations of the threads the current transaction processes, by account: read (and
+# locked) in one query at its start instead of one query per event. Cleared when an event fails
+# (its savepoint may have undone a conversation it created or reopened).
+_known_conversations: ContextVar[dict[object, dict[str, Conversation | None]] | None] = ContextVar(
+    "line_known_conversations", default=None
+)
+
+
 def _conversation(
     event: LineWebhookEvent, profile: SocialProfile | None, *, create: bool
 ) -> Conversation | None:
@@ -141,14 +187,18 @@ def _conversation(
     if not thread_id:
         return None
     account = event.messaging_account
+    by_account = _known_conversations.get()
+    known = by_account.get(account.pk) if by_account is not None else None
     if not create:
+        if known is not None and thread_id in known:
+            return known[thread_id]
         return (
             Conversation.objects.filter(messaging_account=account, thread_id=thread_id)
             .exclude(state=ConversationState.CLOSED)
             .first()
         )
     conversation, _ = conversation_ensure_open(
-        account=account, thread_type=thread_type, thread_id=thread_id, social_profile=profile
+        account=account, thread_type=thread_type, thread_id=thread_id, social_profile=profile, known=known
     )
     return conversation
 
@@ -171,7 +221,7 @@ def _add_message(
             )
     except IntegrityError:
         return Message.objects.get(conversation=conversation, external_id=external_id)
-    conversation_touch(conversation=conversation, at=event.line_timestamp)
+    # The conversation's last activity moves once per transaction (_events_process_locked).
     return message
 
 
@@ -410,7 +460,14 @@ HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message |
 
 
 MAX_ATTEMPTS = 5
-EVENTS_PER_TRANSACTION = 2
+# A transaction takes up to EVENTS_PER_TRANSACTION events, and no further event once it has run
+# for TRANSACTION_SECONDS. Each transaction has a fixed cost (locking the events, reading their
+# conversations, writing the outcome, the commit): with 2 events per transaction, half of the
+# work. But on SQLite a transaction holds the one write lock, and the webhook's writer waits for
+# it: a worker that is slow (a slow machine, or descheduled in favour of the web processes) stops
+# taking events early.
+EVENTS_PER_TRANSACTION = 8
+TRANSACTION_SECONDS = 0.01
 
 
 def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
@@ -427,24 +484,25 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     )
     if not events:
         return []
-    profiles: dict[tuple[object, str, str], SocialProfile | None] = {}
-    for event in events:
-        key = (event.messaging_account_id, event.source_user_id, event.source_type)
-        if key not in profiles:
-            profiles[key] = _profile_for_event(event)
+    profiles = _profiles_for_events(events)
     done: list[LineWebhookEvent] = []
-    # Short transactions: the write lock (SQLite) is held a few milliseconds at a time, so that a
-    # webhook storing its events never waits long behind a worker.
-    for start in range(0, len(events), EVENTS_PER_TRANSACTION):
-        done += _events_process_locked(events[start : start + EVENTS_PER_TRANSACTION], profiles)
+    while events:
+        chunk, events = events[:EVENTS_PER_TRANSACTION], events[EVENTS_PER_TRANSACTION:]
+        processed, left = _events_process_locked(chunk, profiles)
+        done += processed
+        events = left + events
     return done
 
 
 def _events_process_locked(
-    events: list[LineWebhookEvent], profiles: dict[tuple[object, str, str], SocialProfile | None]
-) -> list[LineWebhookEvent]:
+    events: list[LineWebhookEvent], profiles: dict[ProfileKey, SocialProfile | None]
+) -> tuple[list[LineWebhookEvent], list[LineWebhookEvent]]:
+    """Process events in one transaction until TRANSACTION_SECONDS have passed (at least one);
+    returns the events processed (or failed) and those left for the next transaction."""
     done: list[LineWebhookEvent] = []
+    left: list[LineWebhookEvent] = []
     with transaction.atomic():
+        started = time.monotonic()
         locked = {
             row.pk: row
             for row in LineWebhookEvent.objects.select_for_update()
@@ -453,37 +511,96 @@ def _events_process_locked(
             .order_by("pk")
         }
         _conversations_lock(events)
+        threads: dict[object, set[str]] = {}
         for event in events:
-            row = locked.get(event.pk)
-            if row is None:
-                continue  # processed meanwhile by another worker
-            row.messaging_account = event.messaging_account
-            row.attempts += 1
-            profile = profiles[(event.messaging_account_id, event.source_user_id, event.source_type)]
-            try:
-                with transaction.atomic():
-                    message = HANDLERS.get(row.event_type, _handle_other)(row, profile)
-            except Exception as exc:
-                logger.exception(
-                    "LINE event processing failed account=%s event=%s attempt=%s",
-                    row.messaging_account_id,
-                    row.webhook_event_id,
-                    row.attempts,
-                )
-                row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-                if row.attempts >= MAX_ATTEMPTS:
-                    row.state = EventState.FAILED
-            else:
-                row.state = EventState.PROCESSED
-                row.processed_at = timezone.now()
-                row.last_error = ""
-                row.message = message
-                row.conversation = message.conversation if message else None
-            done.append(row)
-        LineWebhookEvent.objects.bulk_update(
-            done, ["state", "processed_at", "attempts", "last_error", "message", "conversation"]
+            if thread_id := _thread(event)[1]:
+                threads.setdefault(event.messaging_account_id, set()).add(thread_id)
+        known = {
+            account_id: conversations_open_locked(account_id=account_id, thread_ids=thread_ids)
+            for account_id, thread_ids in threads.items()
+        }
+        token = _known_conversations.set(known)
+        try:
+            for index, event in enumerate(events):
+                if done and time.monotonic() - started > TRANSACTION_SECONDS:
+                    left = events[index:]
+                    break
+                if (row := locked.get(event.pk)) is not None:
+                    done.append(_event_process(row, event, profiles, known))
+        finally:
+            _known_conversations.reset(token)
+        latest: dict[int, datetime.datetime] = {}
+        for row in done:
+            if row.state == EventState.PROCESSED and row.message_id is not None:
+                message = row.message
+                if message.conversation_id not in latest or latest[message.conversation_id] < message.sent_at:
+                    latest[message.conversation_id] = message.sent_at
+        for conversation_id, at in latest.items():
+            conversation_touch(conversation_id=conversation_id, at=at)
+        _events_save_outcome(done)
+    return done, left
+
+
+def _event_process(
+    row: LineWebhookEvent,
+    event: LineWebhookEvent,
+    profiles: dict[ProfileKey, SocialProfile | None],
+    known: dict[object, dict[str, Conversation | None]],
+) -> LineWebhookEvent:
+    """One event, locked (`row`), in a savepoint of its own: a failure is recorded on the row."""
+    row.messaging_account = event.messaging_account
+    row.attempts += 1
+    try:
+        with transaction.atomic():
+            message = HANDLERS.get(row.event_type, _handle_other)(row, profiles[_profile_key(event)])
+    except Exception as exc:
+        logger.exception(
+            "LINE event processing failed account=%s event=%s attempt=%s",
+            row.messaging_account_id,
+            row.webhook_event_id,
+            row.attempts,
         )
-    return done
+        # The savepoint undid what the event did: conversations it created or reopened included.
+        known.clear()
+        row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
+        if row.attempts >= MAX_ATTEMPTS:
+            row.state = EventState.FAILED
+    else:
+        row.state = EventState.PROCESSED
+        row.processed_at = timezone.now()
+        row.last_error = ""
+        row.message = message
+        row.conversation = message.conversation if message else None
+    return row
+
+
+def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
+    """Write each event's state, attempts, error and records in one statement run per row (Django's
+    bulk_update builds a CASE expression per field and row: a fifth of a worker's time)."""
+    if not events:
+        return
+    meta = LineWebhookEvent._meta
+    ops = connection.ops
+    fields = [meta.get_field(name) for name in ("state", "processed_at", "attempts", "last_error")]
+    relations = [meta.get_field(name) for name in ("message", "conversation")]
+    assignments = ", ".join(f"{ops.quote_name(field.column)} = %s" for field in [*fields, *relations])
+    # Only identifiers from the model's own metadata are interpolated; every value is a parameter.
+    table, pk = ops.quote_name(meta.db_table), ops.quote_name(meta.pk.column)
+    sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608
+    rows = [
+        [
+            event.state,
+            ops.adapt_datetimefield_value(event.processed_at),
+            event.attempts,
+            event.last_error,
+            event.message_id,
+            event.conversation_id,
+            event.pk,
+        ]
+        for event in events
+    ]
+    with connection.cursor() as cursor:
+        cursor.executemany(sql, rows)
 
 
 def _thread_lock_key(account_id: object, thread_id: str) -> int:

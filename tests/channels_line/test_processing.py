@@ -359,6 +359,62 @@ def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_f
     assert (postback.state, postback.attempts) == (EventState.FAILED, 5)
 
 
+def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next_event_of_its_batch(
+    line_account, monkeypatch
+):
+    """Open conversations are read once per transaction; an event that fails after creating one has
+    it undone by its savepoint, and the next event of the same customer must not use it."""
+    from channels_line.services import inbound, line_events_process
+
+    handle = inbound.HANDLERS["message"]
+    calls = []
+
+    def fails_once_after_creating_the_conversation(event, profile):
+        calls.append(event.pk)
+        if len(calls) == 1:
+            inbound._conversation(event, profile, create=True)
+            raise RuntimeError("passing failure")
+        return handle(event, profile)
+
+    monkeypatch.setitem(inbound.HANDLERS, "message", fails_once_after_creating_the_conversation)
+    first = load_payload("message_text__user", fresh=True)
+    second = load_payload("message_text__user", fresh=True)
+    second["events"][0]["source"] = first["events"][0]["source"]  # a new customer, twice
+    events = receive(line_account, first) + receive(line_account, second)
+
+    line_events_process(event_pks=[e.pk for e in events])
+
+    states = dict(LineWebhookEvent.objects.values_list("pk", "state"))
+    assert states == {events[0].pk: EventState.PENDING, events[1].pk: EventState.PROCESSED}
+    conversation = Conversation.objects.get()
+    assert list(conversation.messages.values_list("external_id", flat=True)) == [
+        second["events"][0]["message"]["id"]
+    ]
+
+
+@pytest.mark.parametrize(("budget", "sizes"), [(0.0, [1] * 10), (60.0, [8, 2])])
+def test_a_transaction_takes_events_until_its_time_is_up_and_the_next_takes_the_rest(
+    line_account, monkeypatch, budget, sizes
+):
+    from channels_line.services import inbound, line_events_process
+
+    monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", budget)
+    saved = []
+    save = inbound._events_save_outcome
+    monkeypatch.setattr(
+        inbound, "_events_save_outcome", lambda events: (saved.append(len(events)), save(events))
+    )
+    events = [
+        e for _ in range(10) for e in receive(line_account, load_payload("message_text__user", fresh=True))
+    ]
+
+    line_events_process(event_pks=[e.pk for e in events])
+
+    assert saved == sizes  # one outcome write per transaction
+    assert LineWebhookEvent.objects.filter(state=EventState.PROCESSED).count() == 10
+    assert Message.objects.count() == 10
+
+
 def test_the_processing_task_queues_a_failed_event_again_twice_soon_then_leaves_it_to_the_sweep(
     line_account, monkeypatch
 ):
@@ -386,13 +442,19 @@ def test_the_processing_task_queues_a_failed_event_again_twice_soon_then_leaves_
     assert postback.enqueued_at is not None  # the sweep does not queue it a second time meanwhile
 
 
-def test_a_batch_runs_a_fixed_number_of_queries_per_event(line_account, django_assert_max_num_queries):
-    from channels_line.services import line_events_process
+def test_a_batch_runs_a_fixed_number_of_queries_per_event(
+    line_account, django_assert_max_num_queries, monkeypatch
+):
+    from channels_line.services import inbound, line_events_process
+
+    monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", 60.0)  # transactions of 8 events, whatever the machine
 
     process(line_account, "message_text__user", fresh=True)  # the profile and conversation exist now
     events = [
         e for _ in range(10) for e in receive(line_account, load_payload("message_text__user", fresh=True))
     ]
-    with django_assert_max_num_queries(10 * 10):
+    # Per event: its message, in two savepoints (4 statements); per transaction: its events and
+    # their open conversations (one query each), the conversation's last activity, the outcome.
+    with django_assert_max_num_queries(2 + 10 * 5 + 2 * 6):
         line_events_process(event_pks=[e.pk for e in events])
     assert Message.objects.count() == 11

@@ -255,6 +255,30 @@ def test_events_stored_by_several_flushes_are_queued_for_processing_together(enq
     assert enqueued == [[1, 2, 3, 4, 5], [6]]
 
 
+def test_under_load_events_are_published_together_at_most_once_per_interval(enqueued, monkeypatch):
+    """A lone event goes out at once; what is stored soon after waits for the interval and goes
+    out in one task. Someone waiting in flush() does not wait for the interval."""
+    import time
+
+    from channels_line.services import event_store
+
+    monkeypatch.setattr(event_store, "PUBLISH_INTERVAL_SECONDS", 2.0)  # far above any scheduling hiccup
+    publisher = event_store.Publisher().start()
+    started = time.monotonic()
+    publisher.put([1])
+    while not enqueued and time.monotonic() < started + 1.0:
+        time.sleep(0.005)
+    assert enqueued == [[1]]  # within a fraction of the interval
+    publisher.put([2])
+    time.sleep(0.1)  # several publisher rounds
+    publisher.put([3])
+    time.sleep(0.1)
+    assert enqueued == [[1]]  # held back: published less than an interval ago
+    assert publisher.flush(timeout=1.0)
+    assert enqueued == [[1], [2, 3]]
+    publisher.stop()
+
+
 @pytest.mark.django_db(transaction=True)
 def test_a_store_that_does_not_answer_in_time_gets_503_so_that_line_redelivers(
     client, line_account, settings
