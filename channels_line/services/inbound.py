@@ -465,7 +465,7 @@ MAX_ATTEMPTS = 5
 # conversations, writing the outcome, the commit): with 2 events per transaction, half of the
 # work. But on SQLite a transaction holds the one write lock, and the webhook's writer waits for
 # it: a worker that is slow (a slow machine, or descheduled in favour of the web processes) stops
-# taking events early.
+# taking events early, and so does one that sees the webhook's writer waiting.
 EVENTS_PER_TRANSACTION = 8
 TRANSACTION_SECONDS = 0.01
 
@@ -522,7 +522,7 @@ def _events_process_locked(
         token = _known_conversations.set(known)
         try:
             for index, event in enumerate(events):
-                if done and time.monotonic() - started > TRANSACTION_SECONDS:
+                if done and (time.monotonic() - started > TRANSACTION_SECONDS or _webhook_waiting()):
                     left = events[index:]
                     break
                 if (row := locked.get(event.pk)) is not None:
@@ -601,6 +601,13 @@ def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
     ]
     with connection.cursor() as cursor:
         cursor.executemany(sql, rows)
+
+
+def _webhook_waiting() -> bool:
+    """On SQLite, whether the webhook's event writer waits for the write lock this transaction
+    holds (see omnichannel/db/sqlite)."""
+    waiting = getattr(connection, "priority_writer_waiting", None)
+    return bool(waiting and waiting())
 
 
 def _thread_lock_key(account_id: object, thread_id: str) -> int:

@@ -392,13 +392,17 @@ def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next
     ]
 
 
-@pytest.mark.parametrize(("budget", "sizes"), [(0.0, [1] * 10), (60.0, [8, 2])])
-def test_a_transaction_takes_events_until_its_time_is_up_and_the_next_takes_the_rest(
-    line_account, monkeypatch, budget, sizes
+@pytest.mark.parametrize(
+    ("budget", "webhook_waiting", "sizes"),
+    [(0.0, False, [1] * 10), (60.0, False, [8, 2]), (60.0, True, [1] * 10)],
+)
+def test_a_transaction_takes_events_until_its_time_is_up_or_the_webhook_waits_and_the_next_takes_the_rest(
+    line_account, monkeypatch, budget, webhook_waiting, sizes
 ):
     from channels_line.services import inbound, line_events_process
 
     monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", budget)
+    monkeypatch.setattr(inbound, "_webhook_waiting", lambda: webhook_waiting)
     saved = []
     save = inbound._events_save_outcome
     monkeypatch.setattr(
@@ -447,7 +451,9 @@ def test_a_batch_runs_a_fixed_number_of_queries_per_event(
 ):
     from channels_line.services import inbound, line_events_process
 
-    monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", 60.0)  # transactions of 8 events, whatever the machine
+    monkeypatch.setattr(
+        inbound, "TRANSACTION_SECONDS", 60.0
+    )  # transactions of 8 events, whatever the machine
 
     process(line_account, "message_text__user", fresh=True)  # the profile and conversation exist now
     events = [

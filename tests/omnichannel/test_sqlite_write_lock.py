@@ -104,3 +104,34 @@ def test_a_writer_gives_way_to_waiting_priority_writers_only_for_a_moment(tmp_pa
         os.close(announcement)
         writer._close()
     assert PRIORITY_GIVE_WAY_SECONDS <= waited < PRIORITY_GIVE_WAY_SECONDS + 0.5
+
+
+def test_a_worker_holding_the_lock_sees_when_a_priority_writer_waits_for_it(tmp_path):
+    """Event processing commits early when it does: the webhook's writer waits one event, not a
+    whole transaction."""
+    database = tmp_path / "db.sqlite3"
+    worker = _wrapper(database)
+    worker._write_lock_acquire()
+    assert not worker.priority_writer_waiting()
+    done = threading.Event()
+
+    def webhook_write() -> None:
+        webhook = _wrapper(database, priority=True)
+        webhook._write_lock_acquire()
+        webhook._write_lock_release()
+        webhook._close()
+        done.set()
+
+    thread = threading.Thread(target=webhook_write)
+    thread.start()
+    deadline = time.monotonic() + 5
+    while not worker.priority_writer_waiting() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert worker.priority_writer_waiting()
+    worker._write_lock_release()
+    assert done.wait(5)
+    thread.join(5)
+    worker._write_lock_acquire()
+    assert not worker.priority_writer_waiting()  # nobody waits any more
+    worker._write_lock_release()
+    worker._close()

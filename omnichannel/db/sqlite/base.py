@@ -78,6 +78,18 @@ class DatabaseWrapper(base.DatabaseWrapper):
                 fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
                 return
 
+    def priority_writer_waiting(self) -> bool:
+        """Whether a priority writer waits for the write lock this connection holds: a long
+        transaction can commit early and let it in."""
+        if not self._write_lock_held or self.write_priority or self._write_intent_fd is None:
+            return False
+        try:
+            fcntl.flock(self._write_intent_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(self._write_intent_fd, fcntl.LOCK_UN)
+        return False
+
     def _write_lock_release(self) -> None:
         if self._write_lock_held and self._write_lock_fd is not None:
             fcntl.flock(self._write_lock_fd, fcntl.LOCK_UN)
