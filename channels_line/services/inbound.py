@@ -460,12 +460,12 @@ HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message |
 
 
 MAX_ATTEMPTS = 5
-# A transaction takes up to EVENTS_PER_TRANSACTION events, and no further event once it has run
-# for TRANSACTION_SECONDS. Each transaction has a fixed cost (locking the events, reading their
-# conversations, writing the outcome, the commit): with 2 events per transaction, half of the
-# work. But on SQLite a transaction holds the one write lock, and the webhook's writer waits for
-# it: a worker that is slow (a slow machine, or descheduled in favour of the web processes) stops
-# taking events early, and so does one that sees the webhook's writer waiting.
+# A transaction takes up to EVENTS_PER_TRANSACTION events: each has a fixed cost (locking the
+# events, reading their conversations, writing the outcome, the commit), half of the work with 2
+# events per transaction. On SQLite a transaction holds the one write lock, which the webhook's
+# writer waits for: there it takes no further event once it has run for TRANSACTION_SECONDS (a
+# slow machine, or a worker descheduled in favour of the web processes) or once it sees the
+# webhook's writer waiting.
 EVENTS_PER_TRANSACTION = 8
 TRANSACTION_SECONDS = 0.01
 
@@ -522,7 +522,7 @@ def _events_process_locked(
         token = _known_conversations.set(known)
         try:
             for index, event in enumerate(events):
-                if done and (time.monotonic() - started > TRANSACTION_SECONDS or _webhook_waiting()):
+                if done and _commit_early(started):
                     left = events[index:]
                     break
                 if (row := locked.get(event.pk)) is not None:
@@ -603,11 +603,14 @@ def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
         cursor.executemany(sql, rows)
 
 
-def _webhook_waiting() -> bool:
-    """On SQLite, whether the webhook's event writer waits for the write lock this transaction
-    holds (see omnichannel/db/sqlite)."""
+def _commit_early(started: float) -> bool:
+    """Whether the transaction should take no further event: on SQLite, when it has run for
+    TRANSACTION_SECONDS or the webhook's event writer waits for the write lock it holds (see
+    omnichannel/db/sqlite). On PostgreSQL the webhook's inserts never wait for it."""
     waiting = getattr(connection, "priority_writer_waiting", None)
-    return bool(waiting and waiting())
+    if waiting is None:
+        return False
+    return time.monotonic() - started > TRANSACTION_SECONDS or waiting()
 
 
 def _thread_lock_key(account_id: object, thread_id: str) -> int:

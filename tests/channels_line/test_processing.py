@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime
 import threading
+import time
 
 import pytest
 from django.db import connection
@@ -392,17 +393,13 @@ def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next
     ]
 
 
-@pytest.mark.parametrize(
-    ("budget", "webhook_waiting", "sizes"),
-    [(0.0, False, [1] * 10), (60.0, False, [8, 2]), (60.0, True, [1] * 10)],
-)
-def test_a_transaction_takes_events_until_its_time_is_up_or_the_webhook_waits_and_the_next_takes_the_rest(
-    line_account, monkeypatch, budget, webhook_waiting, sizes
+@pytest.mark.parametrize(("commit_early", "sizes"), [(False, [8, 2]), (True, [1] * 10)])
+def test_a_transaction_takes_events_until_it_should_commit_early_and_the_next_takes_the_rest(
+    line_account, monkeypatch, commit_early, sizes
 ):
     from channels_line.services import inbound, line_events_process
 
-    monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", budget)
-    monkeypatch.setattr(inbound, "_webhook_waiting", lambda: webhook_waiting)
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: commit_early)
     saved = []
     save = inbound._events_save_outcome
     monkeypatch.setattr(
@@ -417,6 +414,41 @@ def test_a_transaction_takes_events_until_its_time_is_up_or_the_webhook_waits_an
     assert saved == sizes  # one outcome write per transaction
     assert LineWebhookEvent.objects.filter(state=EventState.PROCESSED).count() == 10
     assert Message.objects.count() == 10
+
+
+@pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL transactions never commit early")
+@pytest.mark.django_db(transaction=True)
+def test_on_sqlite_a_transaction_commits_early_when_its_time_is_up_or_the_webhook_writer_waits(
+    monkeypatch, tmp_path
+):
+    from django.db import transaction
+
+    from channels_line.services import inbound
+    from tests.omnichannel.test_sqlite_write_lock import _wrapper
+
+    with transaction.atomic():  # holds the write lock
+        started = time.monotonic()
+        monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", 60.0)
+        assert not inbound._commit_early(started)
+        monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", 0.0)
+        time.sleep(0.001)
+        assert inbound._commit_early(started)
+        monkeypatch.setattr(inbound, "TRANSACTION_SECONDS", 60.0)
+        waiting = threading.Thread(
+            target=lambda: _locked_briefly(_wrapper(connection.settings_dict["NAME"], priority=True))
+        )
+        waiting.start()
+        deadline = time.monotonic() + 5
+        while not inbound._commit_early(started) and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert inbound._commit_early(started)  # the webhook's writer waits for the lock
+    waiting.join(5)
+
+
+def _locked_briefly(wrapper) -> None:
+    wrapper._write_lock_acquire()
+    wrapper._write_lock_release()
+    wrapper._close()
 
 
 def test_the_processing_task_queues_a_failed_event_again_twice_soon_then_leaves_it_to_the_sweep(
@@ -451,16 +483,15 @@ def test_a_batch_runs_a_fixed_number_of_queries_per_event(
 ):
     from channels_line.services import inbound, line_events_process
 
-    monkeypatch.setattr(
-        inbound, "TRANSACTION_SECONDS", 60.0
-    )  # transactions of 8 events, whatever the machine
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: False)  # 8 events per transaction
 
     process(line_account, "message_text__user", fresh=True)  # the profile and conversation exist now
     events = [
         e for _ in range(10) for e in receive(line_account, load_payload("message_text__user", fresh=True))
     ]
     # Per event: its message, in two savepoints (4 statements); per transaction: its events and
-    # their open conversations (one query each), the conversation's last activity, the outcome.
-    with django_assert_max_num_queries(2 + 10 * 5 + 2 * 6):
+    # their open conversations (one query each), the conversation's last activity, the outcome, and
+    # on PostgreSQL the customer's advisory lock.
+    with django_assert_max_num_queries(2 + 10 * 5 + 2 * 7):
         line_events_process(event_pks=[e.pk for e in events])
     assert Message.objects.count() == 11
