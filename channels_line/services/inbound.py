@@ -497,7 +497,7 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
 def _events_process_locked(
     events: list[LineWebhookEvent], profiles: dict[ProfileKey, SocialProfile | None]
 ) -> tuple[list[LineWebhookEvent], list[LineWebhookEvent]]:
-    """Process events in one transaction until TRANSACTION_SECONDS have passed (at least one);
+    """Process events in one transaction, at least one, until _commit_early() says to stop;
     returns the events processed (or failed) and those left for the next transaction."""
     done: list[LineWebhookEvent] = []
     left: list[LineWebhookEvent] = []

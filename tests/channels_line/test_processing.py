@@ -340,6 +340,8 @@ def test_a_failing_event_does_not_undo_the_others_of_its_batch_and_fails_after_f
 ):
     from channels_line.services import inbound, line_events_process
 
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: False)  # one transaction
+
     def broken(event, profile):  # stands in for a bug in one handler
         raise RuntimeError("handler bug")
 
@@ -367,6 +369,8 @@ def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next
     it undone by its savepoint, and the next event of the same customer must not use it."""
     from channels_line.services import inbound, line_events_process
 
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: False)  # one transaction
+
     handle = inbound.HANDLERS["message"]
     calls = []
 
@@ -391,6 +395,40 @@ def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next
     assert list(conversation.messages.values_list("external_id", flat=True)) == [
         second["events"][0]["message"]["id"]
     ]
+
+
+@pytest.mark.parametrize("commit_early", [False, True])
+def test_the_last_activity_is_the_latest_message_processed_whatever_the_transactions(
+    line_account, monkeypatch, commit_early
+):
+    """The conversation's last activity moves once per transaction: to its latest message, never
+    back, and not to the time of an event that failed."""
+    from channels_line.services import inbound, line_events_process
+
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: commit_early)
+    handle = inbound.HANDLERS["message"]
+
+    def fails_for_the_newest(event, profile):
+        if event.webhook_event_id == newest["events"][0]["webhookEventId"]:
+            raise RuntimeError("passing failure")
+        return handle(event, profile)
+
+    monkeypatch.setitem(inbound.HANDLERS, "message", fails_for_the_newest)
+    payloads = [load_payload("message_text__user", fresh=True) for _ in range(4)]
+    start = payloads[0]["events"][0]["timestamp"]
+    for offset, payload in zip([3000, 1000, 2000, 9000], payloads, strict=True):
+        payload["events"][0]["source"] = payloads[0]["events"][0]["source"]
+        payload["events"][0]["timestamp"] = start + offset
+    newest = payloads[3]
+    events = [e for payload in payloads for e in receive(line_account, payload)]
+
+    line_events_process(event_pks=[e.pk for e in events])
+
+    conversation = Conversation.objects.get()
+    assert conversation.messages.count() == 3
+    assert conversation.last_message_at == datetime.datetime.fromtimestamp(
+        (start + 3000) / 1000, tz=datetime.UTC
+    )
 
 
 @pytest.mark.parametrize(("commit_early", "sizes"), [(False, [8, 2]), (True, [1] * 10)])
@@ -418,9 +456,7 @@ def test_a_transaction_takes_events_until_it_should_commit_early_and_the_next_ta
 
 @pytest.mark.skipif(connection.vendor != "sqlite", reason="PostgreSQL transactions never commit early")
 @pytest.mark.django_db(transaction=True)
-def test_on_sqlite_a_transaction_commits_early_when_its_time_is_up_or_the_webhook_writer_waits(
-    monkeypatch, tmp_path
-):
+def test_on_sqlite_a_transaction_commits_early_when_its_time_is_up_or_the_webhook_writer_waits(monkeypatch):
     from django.db import transaction
 
     from channels_line.services import inbound

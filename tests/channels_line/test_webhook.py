@@ -264,19 +264,21 @@ def test_under_load_events_are_published_together_at_most_once_per_interval(enqu
 
     monkeypatch.setattr(event_store, "PUBLISH_INTERVAL_SECONDS", 2.0)  # far above any scheduling hiccup
     publisher = event_store.Publisher().start()
-    started = time.monotonic()
-    publisher.put([1])
-    while not enqueued and time.monotonic() < started + 1.0:
-        time.sleep(0.005)
-    assert enqueued == [[1]]  # within a fraction of the interval
-    publisher.put([2])
-    time.sleep(0.1)  # several publisher rounds
-    publisher.put([3])
-    time.sleep(0.1)
-    assert enqueued == [[1]]  # held back: published less than an interval ago
-    assert publisher.flush(timeout=1.0)
-    assert enqueued == [[1], [2, 3]]
-    publisher.stop()
+    try:
+        started = time.monotonic()
+        publisher.put([1])
+        while not enqueued and time.monotonic() < started + 1.0:
+            time.sleep(0.005)
+        assert enqueued == [[1]]  # within a fraction of the interval
+        publisher.put([2])
+        time.sleep(0.1)  # several publisher rounds
+        publisher.put([3])
+        time.sleep(0.1)
+        assert enqueued == [[1]]  # held back: published less than an interval ago
+        assert publisher.flush(timeout=1.0)
+        assert enqueued == [[1], [2, 3]]
+    finally:
+        publisher.stop()
 
 
 @pytest.mark.django_db(transaction=True)
