@@ -397,6 +397,64 @@ def test_a_conversation_undone_with_a_failing_event_is_created_again_by_the_next
     ]
 
 
+def test_a_conversation_reopened_by_an_event_that_then_fails_is_reopened_again_by_the_next(
+    line_account, monkeypatch
+):
+    """A waiting conversation goes back to open with the customer's message; when that event fails,
+    its savepoint undoes the reopening, and the next event of the transaction must reopen it."""
+    from channels_line.services import inbound, line_events_process
+
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: False)  # one transaction
+    first = process(line_account, "message_text__user", fresh=True)
+    Conversation.objects.filter(pk=first.conversation_id).update(state=ConversationState.WAITING)
+    handle = inbound.HANDLERS["message"]
+    calls = []
+
+    def fails_once_after_reopening(event, profile):
+        calls.append(event.pk)
+        message = handle(event, profile)
+        if len(calls) == 1:
+            raise RuntimeError("passing failure")
+        return message
+
+    monkeypatch.setitem(inbound.HANDLERS, "message", fails_once_after_reopening)
+    payloads = [load_payload("message_text__user", fresh=True) for _ in range(2)]
+    for payload in payloads:
+        payload["events"][0]["source"] = first.raw["source"]
+    events = [e for payload in payloads for e in receive(line_account, payload)]
+
+    line_events_process(event_pks=[e.pk for e in events])
+
+    conversation = Conversation.objects.get()
+    assert conversation.state == ConversationState.OPEN
+    assert conversation.messages.count() == 2  # the first one's and the second event's
+
+
+def test_one_task_with_events_of_two_accounts_keeps_each_in_its_own_conversation(
+    line_account, line_credentials, monkeypatch
+):
+    from channels_line.services import inbound, line_account_create, line_events_process
+
+    monkeypatch.setattr(inbound, "_commit_early", lambda started: False)  # one transaction
+    other = line_account_create(
+        name="Other shop", **{**line_credentials, "channel_id": str(int(line_credentials["channel_id"]) + 1)}
+    )
+    same_user = load_payload("message_text__user", fresh=True)["events"][0]["source"]
+    events = []
+    for account in (line_account, other, line_account, other):
+        payload = load_payload("message_text__user", fresh=True)
+        payload["events"][0]["source"] = same_user  # the same LINE user ID on both accounts
+        events += receive(account, payload)
+
+    line_events_process(event_pks=[e.pk for e in events])
+
+    assert LineWebhookEvent.objects.filter(state=EventState.PROCESSED).count() == 4
+    for account in (line_account, other):
+        conversation = Conversation.objects.get(messaging_account=account)
+        assert conversation.messages.count() == 2
+        assert SocialProfile.objects.filter(messaging_account=account).count() == 1
+
+
 @pytest.mark.parametrize("commit_early", [False, True])
 def test_the_last_activity_is_the_latest_message_processed_whatever_the_transactions(
     line_account, monkeypatch, commit_early
