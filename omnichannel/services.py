@@ -10,7 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q
+from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from .channels import channel_for
@@ -67,6 +67,14 @@ def conversation_new_hook(*, conversation: Conversation) -> None:
     until then a new conversation simply stays Open."""
 
 
+def _open_conversations_locked(account_id: object) -> QuerySet[Conversation]:
+    return (
+        Conversation.objects.select_for_update()
+        .filter(messaging_account_id=account_id)
+        .exclude(state=ConversationState.CLOSED)
+    )
+
+
 def conversations_open_locked(
     *, account_id: object, thread_ids: Iterable[str]
 ) -> dict[str, Conversation | None]:
@@ -75,11 +83,7 @@ def conversations_open_locked(
     conversation_ensure_open for several threads (pass the result as `known`)."""
     wanted = set(thread_ids)
     known: dict[str, Conversation | None] = dict.fromkeys(wanted)
-    for conversation in (
-        Conversation.objects.select_for_update()
-        .filter(messaging_account_id=account_id, thread_id__in=wanted)
-        .exclude(state=ConversationState.CLOSED)
-    ):
+    for conversation in _open_conversations_locked(account_id).filter(thread_id__in=wanted):
         known[conversation.thread_id] = conversation
     return known
 
@@ -101,12 +105,7 @@ def conversation_ensure_open(
     if known is not None and thread_id in known:
         existing = known[thread_id]
     else:
-        existing = (
-            Conversation.objects.select_for_update()
-            .filter(messaging_account=account, thread_id=thread_id)
-            .exclude(state=ConversationState.CLOSED)
-            .first()
-        )
+        existing = _open_conversations_locked(account.pk).filter(thread_id=thread_id).first()
     if existing:
         if existing.state == ConversationState.WAITING:
             # The customer wrote again: back into the queue.
@@ -122,19 +121,14 @@ def conversation_ensure_open(
                 social_profile=social_profile if thread_type == ThreadType.USER else None,
             )
     except IntegrityError:
-        conversation = (
-            Conversation.objects.select_for_update()
-            .filter(messaging_account=account, thread_id=thread_id)
-            .exclude(state=ConversationState.CLOSED)
-            .get()
-        )
-        if known is not None:
-            known[thread_id] = conversation
-        return conversation, False
+        conversation = _open_conversations_locked(account.pk).get(thread_id=thread_id)
+        created = False
+    else:
+        created = True
+        transaction.on_commit(lambda: conversation_new_hook(conversation=conversation))
     if known is not None:
         known[thread_id] = conversation
-    transaction.on_commit(lambda: conversation_new_hook(conversation=conversation))
-    return conversation, True
+    return conversation, created
 
 
 def conversation_touch(*, conversation_id: int, at: datetime.datetime) -> None:

@@ -529,16 +529,22 @@ def _events_process_locked(
                     done.append(_event_process(row, event, profiles, known))
         finally:
             _known_conversations.reset(token)
-        latest: dict[int, datetime.datetime] = {}
-        for row in done:
-            if row.state == EventState.PROCESSED and row.message_id is not None:
-                message = row.message
-                if message.conversation_id not in latest or latest[message.conversation_id] < message.sent_at:
-                    latest[message.conversation_id] = message.sent_at
-        for conversation_id, at in latest.items():
-            conversation_touch(conversation_id=conversation_id, at=at)
+        _conversations_touch(done)
         _events_save_outcome(done)
     return done, left
+
+
+def _conversations_touch(events: list[LineWebhookEvent]) -> None:
+    """Move each conversation's last activity to its latest message of these events, once."""
+    latest: dict[int, datetime.datetime] = {}
+    for event in events:
+        if event.state == EventState.PROCESSED and event.message_id is not None:
+            message = event.message
+            latest[message.conversation_id] = max(
+                message.sent_at, latest.get(message.conversation_id, message.sent_at)
+            )
+    for conversation_id, at in latest.items():
+        conversation_touch(conversation_id=conversation_id, at=at)
 
 
 def _event_process(
@@ -581,9 +587,8 @@ def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
         return
     meta = LineWebhookEvent._meta
     ops = connection.ops
-    fields = [meta.get_field(name) for name in ("state", "processed_at", "attempts", "last_error")]
-    relations = [meta.get_field(name) for name in ("message", "conversation")]
-    assignments = ", ".join(f"{ops.quote_name(field.column)} = %s" for field in [*fields, *relations])
+    names = ("state", "processed_at", "attempts", "last_error", "message", "conversation")
+    assignments = ", ".join(f"{ops.quote_name(meta.get_field(name).column)} = %s" for name in names)
     # Only identifiers from the model's own metadata are interpolated; every value is a parameter.
     table, pk = ops.quote_name(meta.db_table), ops.quote_name(meta.pk.column)
     sql = f"UPDATE {table} SET {assignments} WHERE {pk} = %s"  # noqa: S608
