@@ -273,6 +273,11 @@ LINE_WEBHOOK_STORE_TIMEOUT = env.float("LINE_WEBHOOK_STORE_TIMEOUT", default=1.5
 LINE_WEBHOOK_WRITER_SOCKET = env.str(
     "LINE_WEBHOOK_WRITER_SOCKET", default=str(VAR_DIR / "line-event-writer.sock")
 )
+# While a web process of this host has many webhook requests in progress, it marks this file, and
+# event processing on the same host waits before each transaction, up to
+# LINE_PROCESSING_YIELD_SECONDS (channels_line/services/intake_load.py). Empty or 0: never waits.
+LINE_INTAKE_BUSY_FILE = env.str("LINE_INTAKE_BUSY_FILE", default=str(VAR_DIR / "line-intake.busy"))
+LINE_PROCESSING_YIELD_SECONDS = env.float("LINE_PROCESSING_YIELD_SECONDS", default=1.0)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)

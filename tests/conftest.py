@@ -263,6 +263,13 @@ def _no_event_writer_process(settings):
     settings.LINE_WEBHOOK_WRITER_SOCKET = ""
 
 
+@pytest.fixture(autouse=True)
+def _processing_never_yields(settings):
+    """Concurrent webhooks in one test must not slow the processing of the next: the intake's busy
+    mark is off unless a test turns it on (tests/channels_line/test_intake_load.py)."""
+    settings.LINE_INTAKE_BUSY_FILE = ""
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _group_commit_writer_closed_at_the_end(django_db_setup):
     """The webhook's writer thread holds a database connection; close it before the test database

@@ -41,6 +41,7 @@ from omnichannel.services import (
 
 from ..client import LineApiError, line_client, line_errors
 from ..models import EventState, LineWebhookEvent
+from .intake_load import yield_to_intake
 
 logger = logging.getLogger(__name__)
 
@@ -487,6 +488,7 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     profiles = _profiles_for_events(events)
     done: list[LineWebhookEvent] = []
     while events:
+        yield_to_intake()  # a burst's webhooks go first (intake_load.py); never inside a transaction
         chunk, events = events[:EVENTS_PER_TRANSACTION], events[EVENTS_PER_TRANSACTION:]
         processed, left = _events_process_locked(chunk, profiles)
         done += processed

@@ -22,6 +22,7 @@ from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
 from .event_store import events_store_webhook, processing_enqueue, webhook_events
+from .intake_load import webhook_in_flight
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +93,11 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
 
     Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept),
     TimeoutError or DatabaseError when the events could not be stored (nothing acknowledged)."""
+    with webhook_in_flight():  # processing on this host gives way while many are (intake_load.py)
+        return _webhook_receive(account=account, body=body, signature=signature)
+
+
+def _webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
     if not signature:
         logger.warning("LINE webhook without signature account=%s", account.pk)
         raise WebhookRejected(400, "missing x-line-signature header")
