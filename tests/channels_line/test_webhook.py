@@ -203,6 +203,8 @@ def enqueued(monkeypatch) -> list[list[int]]:
     must not process these events while the test database is flushed (PostgreSQL deadlocks)."""
     from channels_line.services import event_store
 
+    # What an earlier test stored goes out first: its publisher may still hold it (up to 100 ms).
+    event_store.events_writer_flush()
     calls: list[list[int]] = []
     monkeypatch.setattr(event_store, "processing_enqueue", lambda pks: calls.append(list(pks)))
     return calls
