@@ -33,7 +33,16 @@ from collections.abc import Iterable
 from typing import Any
 
 from django.conf import settings
-from django.db import DataError, IntegrityError, close_old_connections, connection, models, transaction
+from django.db import (
+    DataError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    close_old_connections,
+    connection,
+    models,
+    transaction,
+)
 from django.utils import timezone
 
 from ..models import LineWebhookEvent
@@ -141,7 +150,8 @@ def events_insert(rows: list[EventRow]) -> dict[Key, int]:
     """Insert the rows whose (account, webhookEventId) is not stored yet, in one statement.
 
     Returns the new primary key of each inserted row by its key; rows already stored are skipped by
-    the unique constraint and absent from the result. Must run inside a transaction."""
+    the unique constraint and absent from the result. One statement: atomic on its own or in the
+    caller's transaction."""
     if not rows:
         return {}
     meta = LineWebhookEvent._meta
@@ -247,10 +257,7 @@ def events_store_batch(batch: list[_Pending]) -> list[int]:
     if not batch:
         return []
     try:
-        close_old_connections()
-        rows = [row for pending in batch for row in pending.rows]
-        with transaction.atomic():
-            inserted = events_insert(rows)
+        inserted = _events_insert_round([row for pending in batch for row in pending.rows])
     except (IntegrityError, DataError) as exc:
         # A row at fault (say, its account deleted meanwhile): each request on its own, so that only
         # the requests at fault get the error.
@@ -273,6 +280,38 @@ def events_store_batch(batch: list[_Pending]) -> list[int]:
         pending.result = _assign(pending.rows, inserted, claimed)
         new.extend(pk for pk in pending.result if pk)
     return new
+
+
+# A writer checks its connection (a query on PostgreSQL, a round trip as long as the INSERT) at most
+# this often instead of before every round; a round that finds the connection broken since is tried
+# once more on a new one.
+CONNECTION_CHECK_SECONDS = 1.0
+_connection_checked = threading.local()
+
+
+def _events_insert_round(rows: list[EventRow]) -> dict[Key, int]:
+    now = time.monotonic()
+    checked = now - getattr(_connection_checked, "at", -CONNECTION_CHECK_SECONDS) >= CONNECTION_CHECK_SECONDS
+    if checked:
+        close_old_connections()  # unusable, or older than CONN_MAX_AGE: closed, opened again on use
+        _connection_checked.at = now
+    try:
+        return _events_insert_atomic(rows)
+    except (OperationalError, InterfaceError):
+        if checked or connection.connection is None or connection.is_usable():
+            raise  # the database, not a connection gone stale: the requests get the error
+        connection.close()
+        _connection_checked.at = time.monotonic()
+        return _events_insert_atomic(rows)
+
+
+def _events_insert_atomic(rows: list[EventRow]) -> dict[Key, int]:
+    if connection.vendor == "sqlite":
+        # The transaction takes the write lock with the event writer's priority (omnichannel/db/sqlite).
+        with transaction.atomic():
+            return events_insert(rows)
+    # One statement is atomic by itself: one round trip instead of BEGIN, INSERT and COMMIT.
+    return events_insert(rows)
 
 
 class Publisher:

@@ -78,7 +78,9 @@ def test_nothing_is_marked_when_the_busy_file_is_not_configured(client, line_acc
     monkeypatch.setattr(intake_load, "WINDOW_SECONDS", 0.0)
     monkeypatch.setattr(intake_load, "SATURATED_IN_FLIGHT", 0.0)
 
-    assert post_webhook(client, line_account, load_payload("message_text__user", fresh=True)).status_code == 200
+    response = post_webhook(client, line_account, load_payload("message_text__user", fresh=True))
+
+    assert response.status_code == 200
     assert intake_load._meters == {}
     assert not intake_saturated()
 
@@ -91,7 +93,8 @@ def test_processing_waits_before_each_transaction_while_the_intake_is_saturated_
     payloads = [load_payload("message_text__user", fresh=True) for _ in range(9)]  # two transactions
     for payload in payloads:
         body = body_bytes(payload)
-        line_webhook_receive(account=line_account, body=body, signature=sign(body, line_account.line.channel_secret))
+        signature = sign(body, line_account.line.channel_secret)
+        line_webhook_receive(account=line_account, body=body, signature=signature)
     events = list(LineWebhookEvent.objects.order_by("pk"))
     stop = threading.Event()
 

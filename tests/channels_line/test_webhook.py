@@ -331,3 +331,47 @@ def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(lin
     assert good.error is None and good.result == new and len(new) == 1
     assert bad.error is not None
     assert LineWebhookEvent.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_connection_broken_since_its_last_check_is_replaced_and_the_round_still_stored(
+    line_account, enqueued
+):
+    """The writer checks its connection at most once a second (on PostgreSQL the check is a round
+    trip); a connection the server dropped meanwhile costs a reconnection, not the round's events."""
+    import threading
+
+    from django.db import connection
+
+    from channels_line.services import event_store
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a PostgreSQL server ending a session; a SQLite connection does not break")
+
+    def pending() -> event_store._Pending:
+        event = load_payload("message_text__user", fresh=True)["events"][0]
+        return event_store._Pending([event_store.event_row(account_id=line_account.pk, event=event)])
+
+    first = pending()
+    assert len(event_store.events_store_batch([first])) == 1  # connected and checked just now
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (pid,) = cursor.fetchone()
+
+    def terminate() -> None:
+        from django.db import connection as other
+
+        with other.cursor() as cursor:
+            cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        other.close()
+
+    killer = threading.Thread(target=terminate)
+    killer.start()
+    killer.join()
+
+    second = pending()
+    new = event_store.events_store_batch([second])
+
+    assert second.error is None
+    assert len(new) == 1 and second.result == new
+    assert LineWebhookEvent.objects.count() == 2
