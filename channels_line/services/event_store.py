@@ -486,27 +486,3 @@ def events_store(rows: list[EventRow], *, timeout: float | None = None) -> list[
             timeout = settings.LINE_WEBHOOK_STORE_TIMEOUT
         return _writer.submit(rows, timeout=timeout)
     return events_store_inline(rows)
-
-
-# Less than this left of the store timeout after the event writer went away: 503 at once.
-MIN_FALLBACK_SECONDS = 0.1
-
-
-def events_store_webhook(*, account_id: uuid.UUID, body: bytes, events: list[dict]) -> list[int | None]:
-    """Store the events of one verified webhook body once each; returns the new primary keys (None:
-    already stored). The host's event writer process stores them when it runs: it gets the body as
-    it came and makes the rows itself. Within LINE_WEBHOOK_STORE_TIMEOUT in all, or TimeoutError."""
-    timeout = None
-    if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
-        from .event_writer import WriterUnavailable, events_store_by_writer
-
-        deadline = time.monotonic() + settings.LINE_WEBHOOK_STORE_TIMEOUT
-        try:
-            return events_store_by_writer(account_id=account_id, body=body)
-        except WriterUnavailable:
-            pass  # no event writer process on this host (or it is restarting): this process's own
-        timeout = deadline - time.monotonic()
-        if timeout < MIN_FALLBACK_SECONDS:
-            raise TimeoutError("the event writer went away and no time is left to store the events here")
-    rows = [event_row(account_id=account_id, event=event) for event in events]
-    return events_store(rows, timeout=timeout)

@@ -36,7 +36,15 @@ from django.db import DatabaseError, connection
 from django.db.backends.base.base import BaseDatabaseWrapper
 from django.db.backends.signals import connection_created
 
-from .event_store import EventRow, Publisher, _Pending, event_row, events_store_batch, webhook_events
+from .event_store import (
+    EventRow,
+    Publisher,
+    _Pending,
+    event_row,
+    events_store,
+    events_store_batch,
+    webhook_events,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -417,3 +425,25 @@ def events_store_by_writer(*, account_id: uuid.UUID | str, body: bytes) -> list[
     return _client.store(
         account_id=account_id, body=body, path=str(path), timeout=settings.LINE_WEBHOOK_STORE_TIMEOUT
     )
+
+
+# Less than this left of the store timeout after the event writer went away: 503 at once.
+MIN_FALLBACK_SECONDS = 0.1
+
+
+def events_store_webhook(*, account_id: uuid.UUID, body: bytes, events: list[dict]) -> list[int | None]:
+    """Store the events of one verified webhook body once each; returns the new primary keys (None:
+    already stored). The host's event writer process stores them when it runs: it gets the body as
+    it came and makes the rows itself. Within LINE_WEBHOOK_STORE_TIMEOUT in all, or TimeoutError."""
+    timeout = None
+    if settings.LINE_WEBHOOK_GROUP_COMMIT and not connection.in_atomic_block:
+        deadline = time.monotonic() + settings.LINE_WEBHOOK_STORE_TIMEOUT
+        try:
+            return events_store_by_writer(account_id=account_id, body=body)
+        except WriterUnavailable:
+            pass  # no event writer process on this host (or it is restarting): this process's own
+        timeout = deadline - time.monotonic()
+        if timeout < MIN_FALLBACK_SECONDS:
+            raise TimeoutError("the event writer went away and no time is left to store the events here")
+    rows = [event_row(account_id=account_id, event=event) for event in events]
+    return events_store(rows, timeout=timeout)

@@ -21,7 +21,8 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from .event_store import events_store_webhook, processing_enqueue, webhook_events
+from .event_store import processing_enqueue, webhook_events
+from .event_writer import events_store_webhook
 from .intake_load import webhook_in_flight
 
 logger = logging.getLogger(__name__)
