@@ -18,7 +18,13 @@ class LineApiError(Exception):
     """A call to LINE that did not succeed, in words an administrator can act on."""
 
     def __init__(
-        self, status: int | None, message: str, details: tuple[str, ...] = (), *, permanent: bool = False
+        self,
+        status: int | None,
+        message: str,
+        details: tuple[str, ...] = (),
+        *,
+        permanent: bool = False,
+        may_have_arrived: bool = False,
     ) -> None:
         super().__init__(status, message)
         self.status = status
@@ -26,6 +32,9 @@ class LineApiError(Exception):
         self.details = details
         # Set for refusals decided on our side (nothing to retry), whatever the status.
         self.permanent = permanent
+        # The request was sent but no answer came (a timeout while waiting, a dropped connection):
+        # LINE may have acted on it.
+        self.may_have_arrived = may_have_arrived
 
     @property
     def retryable(self) -> bool:
@@ -59,13 +68,15 @@ def error_from_exception(exc: Exception) -> LineApiError:
         return LineApiError(exc.status, message, tuple(details))
     if isinstance(exc, urllib3.exceptions.MaxRetryError) and exc.reason is not None:
         exc = exc.reason
-    if isinstance(exc, urllib3.exceptions.NewConnectionError):
-        # Checked first: urllib3 makes it a subclass of its timeout error.
+    if isinstance(exc, urllib3.exceptions.NewConnectionError | ConnectionRefusedError):
+        # Checked first: urllib3 makes NewConnectionError a subclass of its timeout error.
         return LineApiError(None, f"connection failed ({exc.__class__.__name__})")
+    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError):
+        return LineApiError(None, f"no connection within {settings.LINE_API_TIMEOUT:g} s")
     if isinstance(exc, urllib3.exceptions.TimeoutError | TimeoutError):
-        return LineApiError(None, f"no answer within {settings.LINE_API_TIMEOUT:g} s")
+        return LineApiError(None, f"no answer within {settings.LINE_API_TIMEOUT:g} s", may_have_arrived=True)
     if isinstance(exc, urllib3.exceptions.HTTPError | OSError):
-        return LineApiError(None, f"connection failed ({exc.__class__.__name__})")
+        return LineApiError(None, f"connection failed ({exc.__class__.__name__})", may_have_arrived=True)
     raise exc
 
 

@@ -2,7 +2,8 @@
 
 A fresh, unused reply token is used when there is one (free of the monthly quota); otherwise the
 message is pushed with X-Line-Retry-Key = the message's UUID, so that a retry never sends twice
-(LINE answers 409 to a key it has accepted: that is a delivery)."""
+(LINE answers 409 to a key it has accepted: that is a delivery). A reply has no retry key: one that
+got no answer may have arrived, so it is not retried; the message fails and an agent decides."""
 
 from __future__ import annotations
 
@@ -178,6 +179,15 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
                     method = "reply"
                     continue
                 except LineApiError as error:
+                    if error.may_have_arrived:
+                        # A reply has no retry key, and its token is spent if LINE took it: pushing
+                        # now could give the customer the message twice. An agent decides.
+                        raise LineApiError(
+                            None,
+                            f"{error}. The reply may have reached the customer, so it is not sent "
+                            "again automatically: check with the customer, then send it again if needed.",
+                            permanent=True,
+                        ) from error
                     if error.status != 400:
                         raise
                     # Expired or already used after all: push instead.

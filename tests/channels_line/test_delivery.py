@@ -214,6 +214,47 @@ class TestRetriesAndFailures:
         time.sleep(max(0.0, started + hang + 0.3 - time.monotonic()))
         assert [s["retry_key"] for s in shop.sent()] == [str(answer.uuid)]
 
+    def test_a_reply_line_did_not_answer_in_time_is_not_pushed_again_behind_the_agents_back(
+        self, shop, settings, django_capture_on_commit_callbacks
+    ):
+        settings.LINE_API_TIMEOUT = 0.3
+        hang = 1.0
+        inbound = customer_writes(shop)
+        shop.control.fault_add("/v2/bot/message/reply", delay_seconds=hang)
+        started = time.monotonic()
+
+        answer = deliver(send_text(inbound.conversation))
+
+        assert answer.delivery_state == DeliveryState.FAILED
+        assert answer.delivery_attempts == 1
+        assert "may have reached the customer" in answer.delivery_error
+        # The hung reply reaches LINE after all: the customer has the message once, not twice.
+        time.sleep(max(0.0, started + hang + 0.3 - time.monotonic()))
+        assert [s["method"] for s in shop.sent()] == ["reply"]
+
+        # The agent, having checked, sends it again: a push with the message's retry key.
+        with django_capture_on_commit_callbacks() as scheduled:
+            message_retry(message=answer)
+        assert len(scheduled) == 1
+        answer = deliver(answer)
+        assert (answer.delivery_state, answer.delivery_method) == (DeliveryState.DELIVERED, "push")
+        assert [(s["method"], s["retry_key"]) for s in shop.sent()] == [
+            ("reply", None),
+            ("push", str(answer.uuid)),
+        ]
+
+    def test_a_reply_that_could_not_connect_is_retried_as_a_push(self, shop, settings):
+        inbound = customer_writes(shop)
+        settings.LINE_API_BASE_URL = "http://127.0.0.1:1"  # refused: nothing was sent
+        message = send_text(inbound.conversation)
+        result = tasks.line_message_deliver.apply(args=[message.pk], retries=tasks.DELIVERY_MAX_RETRIES)
+        assert result.successful(), result.traceback
+        message.refresh_from_db()
+
+        assert message.delivery_state == DeliveryState.FAILED  # out of tries, but not "may have arrived"
+        assert "may have reached" not in message.delivery_error
+        assert "connection failed" in message.delivery_error
+
     def test_a_push_line_refuses_fails_at_once_with_lines_reason(self, shop):
         stranger = ConversationFactory(social_profile=SocialProfileFactory(messaging_account=shop.account))
 
