@@ -38,12 +38,9 @@ def line_webhook(request: HttpRequest, account_id: str) -> HttpResponse:
         return _answer(413, f"body larger than {cap} bytes")
     try:
         account = account_for_webhook(account_id=account_id)
-        receipt = line_webhook_receive(
-            # META rather than request.headers, which builds a dictionary of every header first.
-            account=account,
-            body=body,
-            signature=request.META.get("HTTP_X_LINE_SIGNATURE"),
-        )
+        # META rather than request.headers, which builds a dictionary of every header first.
+        signature = request.META.get("HTTP_X_LINE_SIGNATURE")
+        receipt = line_webhook_receive(account=account, body=body, signature=signature)
     except WebhookRejected as rejected:
         return _answer(rejected.status, rejected.reason)
     except (DatabaseError, TimeoutError):

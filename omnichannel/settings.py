@@ -278,6 +278,8 @@ LINE_WEBHOOK_WRITER_SOCKET = env.str(
 # LINE_PROCESSING_YIELD_SECONDS (channels_line/services/intake_load.py). Empty or 0: never waits.
 LINE_INTAKE_BUSY_FILE = env.str("LINE_INTAKE_BUSY_FILE", default=str(VAR_DIR / "line-intake.busy"))
 LINE_PROCESSING_YIELD_SECONDS = env.float("LINE_PROCESSING_YIELD_SECONDS", default=1.0)
+# ... but not for events received longer ago than this: a long burst delays processing by this much.
+LINE_PROCESSING_MAX_LAG_SECONDS = env.float("LINE_PROCESSING_MAX_LAG_SECONDS", default=60.0)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)

@@ -11,6 +11,21 @@ export LINE_API_BASE_URL="${LINE_API_BASE_URL:-http://127.0.0.1:${LINE_STANDIN_P
 export LINE_API_DATA_BASE_URL="${LINE_API_DATA_BASE_URL:-${LINE_API_BASE_URL}}"
 BIN=.venv/bin
 
+# gunicorn runs with --reuse-port (each worker on its own socket, see the README): a second server
+# started on a port already served would silently share it, taking half the requests. Refuse instead.
+if ! $BIN/python - "$WEB_PORT" <<'PY'
+import socket, sys
+probe = socket.socket()
+probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+try:
+    probe.bind(("127.0.0.1", int(sys.argv[1])))
+except OSError as exc:
+    sys.exit(f"Port {sys.argv[1]} is already in use ({exc.strerror}): stop the server there, or set WEB_PORT.")
+PY
+then
+  exit 1
+fi
+
 $BIN/python manage.py migrate --noinput -v0
 $BIN/python manage.py collectstatic --noinput -v0
 $BIN/python manage.py demo_setup

@@ -300,6 +300,9 @@ def _events_insert_round(rows: list[EventRow]) -> dict[Key, int]:
     except (OperationalError, InterfaceError):
         if checked or connection.connection is None or connection.is_usable():
             raise  # the database, not a connection gone stale: the requests get the error
+        logger.warning(
+            "LINE event store: the database connection was dropped since its last check; reconnecting"
+        )
         connection.close()
         _connection_checked.at = time.monotonic()
         return _events_insert_atomic(rows)

@@ -488,8 +488,9 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     profiles = _profiles_for_events(events)
     done: list[LineWebhookEvent] = []
     while events:
-        yield_to_intake()  # a burst's webhooks go first (intake_load.py); never inside a transaction
         chunk, events = events[:EVENTS_PER_TRANSACTION], events[EVENTS_PER_TRANSACTION:]
+        # A burst's webhooks go first (intake_load.py), up to a lag of LINE_PROCESSING_MAX_LAG_SECONDS.
+        yield_to_intake(oldest_received_at=min(event.received_at for event in chunk))
         processed, left = _events_process_locked(chunk, profiles)
         done += processed
         events = left + events

@@ -94,18 +94,18 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
 
     Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept),
     TimeoutError or DatabaseError when the events could not be stored (nothing acknowledged)."""
-    with webhook_in_flight():  # processing on this host gives way while many are (intake_load.py)
-        return _webhook_receive(account=account, body=body, signature=signature)
-
-
-def _webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
     if not signature:
         logger.warning("LINE webhook without signature account=%s", account.pk)
         raise WebhookRejected(400, "missing x-line-signature header")
     if not signature_is_valid(body=body, signature=signature, channel_secret=account.line.channel_secret):
         logger.warning("LINE webhook with a wrong signature account=%s", account.pk)
         raise WebhookRejected(400, "invalid signature")
+    # Only signed requests count: requests that anyone can send must not slow processing down.
+    with webhook_in_flight():  # processing on this host gives way while many are (intake_load.py)
+        return _webhook_store(account=account, body=body)
 
+
+def _webhook_store(*, account: MessagingAccount, body: bytes) -> WebhookReceipt:
     try:
         events = webhook_events(body)
     except (ValueError, KeyError, TypeError) as exc:

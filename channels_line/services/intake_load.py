@@ -8,8 +8,11 @@ cores, the intake's throughput fell from 0.61-0.64 of a trivial view's to 0.35-0
 (docs/BENCHMARKS.md). So the web processes say when webhook requests pile up in them, and workers
 on the same host wait before their next transaction while they do, for at most
 LINE_PROCESSING_YIELD_SECONDS each time: processing never stops, it slows down to about a
-transaction per second per worker process for the length of the burst, and catches up after. At a
-steady load the host can carry (200 requests/s on two cores) nothing waits.
+transaction per second per worker process for the length of the burst, and catches up after. Events
+received more than LINE_PROCESSING_MAX_LAG_SECONDS ago are processed without waiting, so a burst
+that lasts (or load just above what the host can carry) delays processing by that much at most. At
+a steady load the host can carry (200 requests/s on two cores) nothing waits. Only signed requests
+count: a flood of requests that anyone can send does not slow processing down.
 
 The signal is a file (LINE_INTAKE_BUSY_FILE) whose modification time a web process moves forward,
 at most every WINDOW_SECONDS, when it had SATURATED_IN_FLIGHT or more webhook requests in progress
@@ -20,6 +23,8 @@ take nothing from this host's intake.
 from __future__ import annotations
 
 import contextlib
+import datetime
+import logging
 import os
 import threading
 import time
@@ -27,6 +32,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from django.conf import settings
+from django.db import connection
+from django.utils import timezone
+
+logger = logging.getLogger(__name__)
 
 # A web process judges its load over windows of this length.
 WINDOW_SECONDS = 0.1
@@ -63,8 +72,8 @@ class IntakeLoadMeter:
             self._change(-1)
 
     def _change(self, delta: int) -> None:
-        now = self._clock()
         with self._lock:
+            now = self._clock()
             self._request_seconds += self._in_flight * (now - self._last)
             self._last = now
             self._in_flight += delta
@@ -79,12 +88,16 @@ class IntakeLoadMeter:
 
     def _mark(self) -> None:
         try:
-            os.utime(self.path)
-        except FileNotFoundError:
-            with contextlib.suppress(OSError):  # its folder is gone: nobody to tell
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
                 self.path.touch(mode=0o600)
-        except OSError:
-            pass
+        except OSError as exc:
+            _warn_once(
+                "mark",
+                f"LINE intake busy mark {self.path} cannot be written ({exc}): "
+                "processing on this host will not give way to webhook bursts",
+            )
 
 
 _meters: dict[str, IntakeLoadMeter] = {}
@@ -108,16 +121,41 @@ def intake_saturated() -> bool:
         return False
     try:
         marked = os.stat(path).st_mtime
-    except OSError:
+    except FileNotFoundError:
+        return False  # no burst since the web processes started
+    except OSError as exc:
+        _warn_once(
+            "read",
+            f"LINE intake busy mark {path} cannot be read ({exc}): processing will not "
+            "give way to webhook bursts (the web processes and workers must share the folder)",
+        )
         return False
     return 0 <= time.time() - marked < FRESH_SECONDS
 
 
-def yield_to_intake() -> float:
+_warned: set[str] = set()
+
+
+def _warn_once(what: str, message: str) -> None:
+    if what not in _warned:
+        _warned.add(what)
+        logger.warning(message)
+
+
+def yield_to_intake(*, oldest_received_at: datetime.datetime | None = None) -> float:
     """Wait while this host's webhook intake is saturated, at most LINE_PROCESSING_YIELD_SECONDS;
-    returns the seconds waited. Called by event processing before each transaction, never inside."""
+    returns the seconds waited. Called by event processing before each transaction. Never waits
+    inside a transaction (it would hold its locks, on SQLite the one the webhook needs), nor for
+    events received more than LINE_PROCESSING_MAX_LAG_SECONDS ago: a burst that lasts delays
+    processing by that much at most, then processing takes its share."""
     limit = settings.LINE_PROCESSING_YIELD_SECONDS
-    if limit <= 0 or not intake_saturated():
+    if limit <= 0 or connection.in_atomic_block:
+        return 0.0
+    if oldest_received_at is not None:
+        lag = (timezone.now() - oldest_received_at).total_seconds()
+        if lag > settings.LINE_PROCESSING_MAX_LAG_SECONDS:
+            return 0.0
+    if not intake_saturated():
         return 0.0
     started = time.monotonic()
     deadline = started + limit

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 import uuid
 
 import pytest
-from django.db import OperationalError
+from django.db import OperationalError, connection
 from django.urls import reverse
 
 from channels_line.models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from channels_line.services import line_account_update
+from channels_line.services import event_store, line_account_update
 from channels_line.services.event_store import events_writer_flush
 from tests.channels_line.conftest import new_secret, post_webhook
 from tests.channels_line.payloads import (
@@ -333,45 +335,77 @@ def test_one_request_the_store_refuses_does_not_fail_the_others_of_its_batch(lin
     assert LineWebhookEvent.objects.count() == 1
 
 
-@pytest.mark.django_db(transaction=True)
-def test_a_writer_connection_broken_since_its_last_check_is_replaced_and_the_round_still_stored(
-    line_account, enqueued
-):
-    """The writer checks its connection at most once a second (on PostgreSQL the check is a round
-    trip); a connection the server dropped meanwhile costs a reconnection, not the round's events."""
-    import threading
-
-    from django.db import connection
-
-    from channels_line.services import event_store
-
+@pytest.fixture
+def postgresql_only():
     if connection.vendor != "postgresql":
-        pytest.skip("a PostgreSQL server ending a session; a SQLite connection does not break")
+        pytest.skip("a PostgreSQL server ending a session or a statement; SQLite has neither")
 
-    def pending() -> event_store._Pending:
-        event = load_payload("message_text__user", fresh=True)["events"][0]
-        return event_store._Pending([event_store.event_row(account_id=line_account.pk, event=event)])
 
-    first = pending()
-    assert len(event_store.events_store_batch([first])) == 1  # connected and checked just now
+def _one_event_request(account) -> event_store._Pending:
+    event = load_payload("message_text__user", fresh=True)["events"][0]
+    return event_store._Pending([event_store.event_row(account_id=account.pk, event=event)])
+
+
+def _backend_pid() -> int:
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
-        (pid,) = cursor.fetchone()
+        return cursor.fetchone()[0]
 
+
+def _terminate_from_another_connection(pid: int) -> None:
     def terminate() -> None:
-        from django.db import connection as other
-
-        with other.cursor() as cursor:
+        with connection.cursor() as cursor:  # this thread's own connection
             cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
-        other.close()
+        connection.close()
 
     killer = threading.Thread(target=terminate)
     killer.start()
     killer.join()
 
-    second = pending()
+
+@pytest.mark.django_db(transaction=True)
+def test_a_writer_connection_broken_since_its_last_check_is_replaced_and_the_round_still_stored(
+    line_account, enqueued, postgresql_only, caplog
+):
+    """The writer checks its connection at most once a second (on PostgreSQL the check is a round
+    trip); a connection the server dropped meanwhile costs a reconnection, not the round's events."""
+    first = _one_event_request(line_account)
+    assert len(event_store.events_store_batch([first])) == 1
+    _terminate_from_another_connection(_backend_pid())
+    event_store._connection_checked.at = time.monotonic()  # checked just now: the round trusts it
+
+    second = _one_event_request(line_account)
     new = event_store.events_store_batch([second])
 
     assert second.error is None
     assert len(new) == 1 and second.result == new
     assert LineWebhookEvent.objects.count() == 2
+    assert "reconnecting" in caplog.text
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_statement_the_database_cancels_is_not_tried_again_and_fails_its_requests(
+    line_account, enqueued, postgresql_only, monkeypatch
+):
+    """A timeout is the database's answer (the writer sets statement_timeout): trying again would make
+    every request wait once more. Only a connection gone stale is retried."""
+    calls = []
+
+    def slow_insert(rows):
+        calls.append(rows)
+        with connection.cursor() as cursor:
+            cursor.execute("SET statement_timeout = 50")
+            try:
+                cursor.execute("SELECT pg_sleep(1)")
+            finally:
+                cursor.execute("SET statement_timeout = 0")
+
+    monkeypatch.setattr(event_store, "events_insert", slow_insert)
+    event_store._connection_checked.at = time.monotonic()
+    requests = [_one_event_request(line_account) for _ in range(2)]
+
+    assert event_store.events_store_batch(requests) == []
+
+    assert len(calls) == 1
+    assert all(isinstance(request.error, OperationalError) for request in requests)
+    assert LineWebhookEvent.objects.count() == 0
