@@ -45,7 +45,7 @@ from django.db import (
 )
 from django.utils import timezone
 
-from ..models import LineWebhookEvent
+from ..models import EventState, LineWebhookEvent
 
 logger = logging.getLogger(__name__)
 
@@ -305,7 +305,27 @@ def _events_insert_round(rows: list[EventRow]) -> dict[Key, int]:
         )
         connection.close()
         _connection_checked.at = time.monotonic()
-        return _events_insert_atomic(rows)
+        inserted = _events_insert_atomic(rows)
+        # The first try may have committed before the connection dropped: its rows now conflict.
+        return {**_stored_pending(rows, exclude=inserted), **inserted}
+
+
+def _stored_pending(rows: list[EventRow], *, exclude: dict[Key, int]) -> dict[Key, int]:
+    """The primary keys of these rows that are stored and not processed yet (keys in `exclude` left
+    out). A round retried after a lost answer counts them as its own, so that they are queued now
+    rather than by the sweep minutes later; a real duplicate queued twice is processed once."""
+    wanted = {(str(account), event_id): (account, event_id) for account, event_id in map(_key, rows)}
+    found = LineWebhookEvent.objects.filter(
+        messaging_account_id__in={account for account, _ in wanted.values()},
+        webhook_event_id__in={event_id for _, event_id in wanted.values()},
+        state=EventState.PENDING,
+    ).values_list("messaging_account_id", "webhook_event_id", "pk")
+    result = {}
+    for account, event_id, pk in found:
+        key = wanted.get((str(account), event_id))
+        if key is not None and key not in exclude:
+            result[key] = pk
+    return result
 
 
 def _events_insert_atomic(rows: list[EventRow]) -> dict[Key, int]:

@@ -44,7 +44,7 @@ def no_sleep(monkeypatch):
     def sleep(seconds: float) -> None:
         raise AssertionError("processing waited")
 
-    monkeypatch.setattr(intake_load.time, "sleep", sleep)
+    monkeypatch.setattr(intake_load, "_sleep", sleep)
 
 
 def mark_fresh(path) -> None:

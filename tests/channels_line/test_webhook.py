@@ -384,6 +384,34 @@ def test_a_writer_connection_broken_since_its_last_check_is_replaced_and_the_rou
 
 
 @pytest.mark.django_db(transaction=True)
+def test_a_round_whose_answer_was_lost_after_its_commit_still_queues_its_events(
+    line_account, enqueued, postgresql_only, monkeypatch
+):
+    """The INSERT committed, then the connection dropped before the answer: the retry finds the rows
+    stored (conflicts) and still counts them as this round's, so that they are queued now."""
+    real_insert = event_store.events_insert
+    tries = []
+
+    def insert_then_lose_the_answer(rows):
+        result = real_insert(rows)  # autocommit: stored
+        tries.append(result)
+        if len(tries) == 1:
+            _terminate_from_another_connection(_backend_pid())
+            raise OperationalError("server closed the connection unexpectedly")
+        return result
+
+    monkeypatch.setattr(event_store, "events_insert", insert_then_lose_the_answer)
+    event_store._connection_checked.at = time.monotonic()
+    request = _one_event_request(line_account)
+
+    new = event_store.events_store_batch([request])
+
+    assert tries[1] == {}  # the retry inserted nothing: the row was there
+    (event,) = LineWebhookEvent.objects.all()
+    assert new == [event.pk] and request.result == [event.pk] and request.error is None
+
+
+@pytest.mark.django_db(transaction=True)
 def test_a_statement_the_database_cancels_is_not_tried_again_and_fails_its_requests(
     line_account, enqueued, postgresql_only, monkeypatch
 ):
