@@ -160,10 +160,7 @@ def yield_to_intake(*, oldest_received_at: datetime.datetime | None = None) -> f
         return 0.0
     started = time.monotonic()
     deadline = started + limit
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            break
+    while (remaining := deadline - time.monotonic()) > 0:
         _sleep(min(POLL_SECONDS, remaining))
         if not intake_saturated():
             break
