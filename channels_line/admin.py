@@ -25,6 +25,7 @@ from django.templatetags.static import static
 from django.urls import URLPattern, path
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
+from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
 from omnichannel.admin import ReadOnlyAdminMixin, json_block
@@ -37,6 +38,7 @@ from .services.accounts import (
     line_account_create,
     line_account_delete,
 )
+from .services.intake import line_events_process_again
 
 WIZARD_STEPS = (
     ("channel", "Channel details"),
@@ -369,6 +371,21 @@ class MessagingAccountAdmin(admin.ModelAdmin):
         return TemplateResponse(request, "admin/channels_line/messagingaccount/wizard.html", context)
 
 
+class StoredAlteredFilter(admin.SimpleListFilter):
+    title = "stored altered"
+    parameter_name = "altered"
+
+    def lookups(self, request: HttpRequest, model_admin: Any) -> list[tuple[str, str]]:
+        return [("yes", "Yes: content a database refuses, replaced"), ("no", "No")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet[LineWebhookEvent]) -> QuerySet:
+        if self.value() == "yes":
+            return queryset.exclude(raw_as_signed="")
+        if self.value() == "no":
+            return queryset.filter(raw_as_signed="")
+        return queryset
+
+
 @admin.register(LineWebhookEvent)
 class LineWebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -380,9 +397,19 @@ class LineWebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "source_user_id",
         "is_redelivery",
         "attempts",
+        "last_error_preview",
     ]
     list_select_related = ["messaging_account"]
-    list_filter = ["state", "event_type", "source_type", "mode", "is_redelivery", "messaging_account"]
+    list_filter = [
+        "state",
+        StoredAlteredFilter,
+        "event_type",
+        "source_type",
+        "mode",
+        "is_redelivery",
+        "messaging_account",
+    ]
+    actions = ["process_again"]
     search_fields = ["=webhook_event_id", "=source_user_id", "=source_group_id", "=source_room_id"]
     date_hierarchy = "received_at"
     fields = [
@@ -405,12 +432,30 @@ class LineWebhookEventAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "conversation",
         "message",
         "raw_json",
+        "raw_as_signed_block",
     ]
     readonly_fields = fields
 
-    @admin.display(description="Raw event, as LINE sent it")
+    @admin.display(description="Raw event, as stored")
     def raw_json(self, event: LineWebhookEvent) -> str:
         return json_block(event.raw)
+
+    @admin.display(description="As LINE signed it (when it had to be altered to be stored)")
+    def raw_as_signed_block(self, event: LineWebhookEvent) -> str:
+        if not event.raw_as_signed:
+            return "-"
+        return format_html('<pre style="white-space:pre-wrap;margin:0">{}</pre>', event.raw_as_signed)
+
+    @admin.display(description="Last error")
+    def last_error_preview(self, event: LineWebhookEvent) -> str:
+        return Truncator(event.last_error).chars(80)
+
+    @admin.action(description="Process the selected failed events again", permissions=["change"])
+    def process_again(self, request: HttpRequest, queryset: QuerySet[LineWebhookEvent]) -> None:
+        count = line_events_process_again(event_pks=list(queryset.values_list("pk", flat=True)))
+        self.message_user(request, f"{count} failed event(s) queued for processing again.", messages.SUCCESS)
+        if skipped := queryset.count() - count:
+            self.message_user(request, f"{skipped} event(s) skipped: only failed events are processed again.")
 
 
 @admin.register(LineWebhookRejectedBody)

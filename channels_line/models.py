@@ -66,6 +66,9 @@ class LineWebhookEvent(models.Model):
     line_timestamp = models.DateTimeField()
     is_redelivery = models.BooleanField(default=False)
     raw = models.JSONField()
+    # Set when `raw` had to be altered to be stored (a NUL, a lone surrogate, NaN, nesting too deep):
+    # the event exactly as LINE signed it, as ASCII JSON text. Its message is flagged for a human.
+    raw_as_signed = models.TextField(blank=True)
     received_at = models.DateTimeField(auto_now_add=True)
     state = models.CharField(max_length=10, choices=EventState.choices, default=EventState.PENDING)
     attempts = models.PositiveIntegerField(default=0)

@@ -15,7 +15,6 @@ logger = logging.getLogger(__name__)
 DELIVERY_MAX_RETRIES = 5
 EVENT_RETRY_SECONDS = 5
 EVENT_QUICK_RETRIES = 2
-CONTENT_MAX_RETRIES = 8
 
 
 @shared_task(acks_late=True, ignore_result=True)
@@ -37,14 +36,13 @@ def line_events_process(event_pks: list[int]) -> None:
         line_events_process.apply_async((pks,), countdown=EVENT_RETRY_SECONDS * 2 ** (tries - 1))
 
 
-@shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=CONTENT_MAX_RETRIES)
-def line_message_content_fetch(self, attachment_pk: int) -> None:
-    """Download a customer's media from LINE's data host; LINE's 202 (not ready) is retried later."""
-    outcome = services.line_attachment_fetch(
-        attachment_pk=attachment_pk, final_attempt=self.request.retries >= self.max_retries
-    )
-    if outcome == services.FetchOutcome.RETRY:
-        raise self.retry(countdown=min(5 * 2**self.request.retries, 300))
+@shared_task(acks_late=True, ignore_result=True)
+def line_message_content_fetch(attachment_pk: int) -> None:
+    """Download a customer's media from LINE's data host; LINE's 202 (not ready) is tried again
+    later (the attachment is due then: the sweep queues it should this enqueue be lost)."""
+    retry_in = services.line_attachment_fetch(attachment_pk=attachment_pk)
+    if retry_in is not None:
+        line_message_content_fetch.apply_async((attachment_pk,), countdown=retry_in)
 
 
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=DELIVERY_MAX_RETRIES)
@@ -55,8 +53,9 @@ def line_message_deliver(self, message_pk: int) -> None:
         services.line_message_deliver(message_pk=message_pk)
     except LineApiError as error:
         if error.retryable and self.request.retries < self.max_retries:
-            services.line_message_delivery_retrying(message_pk=message_pk, error=error)
-            raise self.retry(countdown=min(2 * 3**self.request.retries, 600), exc=error) from error
+            countdown = min(2 * 3**self.request.retries, 600)
+            services.line_message_delivery_retrying(message_pk=message_pk, error=error, countdown=countdown)
+            raise self.retry(countdown=countdown, exc=error) from error
         services.line_message_delivery_failed(message_pk=message_pk, error=error)
 
 

@@ -291,12 +291,17 @@ class MessageAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def raw_json(self, message: Message) -> str:
         return json_block(message.raw)
 
-    @admin.action(description="Retry delivery of the selected failed messages", permissions=["change"])
+    @admin.action(
+        description="Send again the selected failed (or stuck pending or sending) messages",
+        permissions=["change"],
+    )
     def retry_delivery(self, request: HttpRequest, queryset: QuerySet[Message]) -> None:
         retried = 0
         skipped = 0
-        failed = queryset.filter(direction=Direction.OUTBOUND, delivery_state=DeliveryState.FAILED)
-        for message in failed.select_related("conversation__messaging_account"):
+        undelivered = queryset.filter(direction=Direction.OUTBOUND).exclude(
+            delivery_state=DeliveryState.DELIVERED
+        )
+        for message in undelivered.select_related("conversation__messaging_account"):
             try:
                 services.message_retry(message=message)
             except ValidationError:

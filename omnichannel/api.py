@@ -280,11 +280,13 @@ CONVERSATION_PATH_PARAMETER = OpenApiParameter(
     retrieve=extend_schema(summary="Get one message of a conversation"),
     create=extend_schema(
         summary="Send a message as the authenticated user",
-        description="Stores an outbound message (delivery state `pending`) and queues its delivery. "
+        description="Stores an outbound message (delivery state `pending`) and queues its delivery: 202, "
+        "the message is accepted and will be delivered (even while the task broker is down: a periodic "
+        "sweep queues it when the broker is back); follow `delivery_state`. "
         "JSON for text, sticker and location; multipart/form-data with `file` for image, video, audio and "
         "document.",
         request={"application/json": MessageCreateSerializer, "multipart/form-data": MessageCreateSerializer},
-        responses={201: MessageSerializer},
+        responses={202: MessageSerializer},
     ),
 )
 class ConversationMessageViewSet(
@@ -319,14 +321,15 @@ class ConversationMessageViewSet(
             )
         except DjangoValidationError as error:
             raise service_errors(error) from error
-        return Response(self._represent(message), status=status.HTTP_201_CREATED)
+        return Response(self._represent(message), status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
-        summary="Retry the delivery of a failed outbound message",
-        description="Same UUID, so LINE never delivers it twice. "
-        "400 unless the message is outbound and failed.",
+        summary="Send an outbound message again",
+        description="For a failed message, or one stuck `pending` or `sending` (its worker or its queueing "
+        "was lost). Same UUID, so LINE never delivers a push twice; a reply whose outcome is unknown is "
+        "sent again as a push. 202: queued. 400 when the message is delivered or its delivery is under way.",
         request=None,
-        responses=MessageSerializer,
+        responses={202: MessageSerializer},
     )
     @action(detail=True, methods=["post"])
     def retry(self, request: Request, *args: Any, **kwargs: Any) -> Response:
@@ -336,7 +339,7 @@ class ConversationMessageViewSet(
             message = services.message_retry(message=message)
         except DjangoValidationError as error:
             raise service_errors(error) from error
-        return Response(self._represent(message))
+        return Response(self._represent(message), status=status.HTTP_202_ACCEPTED)
 
     def _represent(self, message: Message) -> dict:
         fresh = self.get_queryset().get(pk=message.pk)

@@ -211,6 +211,10 @@ class Message(models.Model):
     delivery_method = models.CharField(max_length=10, blank=True)
     delivery_attempts = models.PositiveIntegerField(default=0)
     delivery_error = models.TextField(blank=True)
+    # Pending: when the next delivery attempt is due (queued now, or a retry's backoff). Sending: when
+    # the attempt started. The sweep takes up deliveries overdue by QUEUE_SWEEP_AFTER_SECONDS (their
+    # enqueue was lost) and attempts "sending" past DELIVERY_SENDING_TIMEOUT_SECONDS (their worker was).
+    delivery_due_at = models.DateTimeField(null=True, blank=True)
     delivered_at = models.DateTimeField(null=True, blank=True)
     # The customer unsent it: content removed, the message stays as a marker.
     unsent_at = models.DateTimeField(null=True, blank=True)
@@ -228,7 +232,14 @@ class Message(models.Model):
                 name="message_external_id_unique_per_conversation",
             ),
         ]
-        indexes = [models.Index(fields=["conversation", "sent_at", "id"])]
+        indexes = [
+            models.Index(fields=["conversation", "sent_at", "id"]),
+            models.Index(
+                fields=["delivery_due_at"],
+                name="message_delivery_open_idx",
+                condition=Q(delivery_state__in=["pending", "sending"]),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} {self.uuid}"
@@ -277,10 +288,18 @@ class Attachment(models.Model):
     state = models.CharField(max_length=10, choices=AttachmentState.choices, default=AttachmentState.PENDING)
     error = models.TextField(blank=True)
     fetch_attempts = models.PositiveIntegerField(default=0)
+    # While downloading: when the next fetch is due (queued now, or a retry's backoff); the sweep
+    # queues again a fetch overdue by QUEUE_SWEEP_AFTER_SECONDS (its enqueue or its worker was lost).
+    fetch_due_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
         ordering = ["id"]
+        indexes = [
+            models.Index(
+                fields=["fetch_due_at"], name="attachment_fetch_open_idx", condition=Q(state="pending")
+            )
+        ]
 
     def __str__(self) -> str:
         return self.file_name or f"Attachment {self.pk}"

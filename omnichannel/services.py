@@ -6,6 +6,7 @@ import datetime
 import logging
 from collections.abc import Iterable, Sequence
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
@@ -194,6 +195,7 @@ def message_send(
             author=author if author and author.is_authenticated else None,
             sent_at=now,
             delivery_state=DeliveryState.PENDING,
+            delivery_due_at=now,
         )
         if file is not None:
             Attachment.objects.create(
@@ -205,24 +207,85 @@ def message_send(
                 state=AttachmentState.READY,
             )
         conversation_touch(conversation_id=conversation.pk, at=now)
-        adapter = channel_for(conversation.messaging_account)
-        transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message))
+        _delivery_schedule_on_commit(message)
     return message
+
+
+def _delivery_schedule_on_commit(message: Message) -> None:
+    # robust: a broker outage is logged, not raised; the message is stored and due, so the sweep
+    # (message_deliveries_sweep) queues it once the broker is back.
+    adapter = channel_for(message.conversation.messaging_account)
+    transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message), robust=True)
+
+
+def _retryable(*, now: datetime.datetime) -> Q:
+    """Outbound messages an agent may send again: failed, or stuck (a pending one overdue, a sending
+    one whose attempt has outlived DELIVERY_SENDING_TIMEOUT_SECONDS)."""
+    return (
+        Q(delivery_state=DeliveryState.FAILED)
+        | Q(delivery_state=DeliveryState.PENDING, delivery_due_at__isnull=True)
+        | Q(delivery_state=DeliveryState.PENDING, delivery_due_at__lt=now - _sweep_after())
+        | Q(
+            delivery_state=DeliveryState.SENDING,
+            delivery_due_at__lt=now - datetime.timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT_SECONDS),
+        )
+    )
+
+
+def _sweep_after() -> datetime.timedelta:
+    return datetime.timedelta(seconds=settings.QUEUE_SWEEP_AFTER_SECONDS)
 
 
 def message_retry(*, message: Message) -> Message:
-    """Queue a failed outbound message again (same UUID: the channel will not send it twice)."""
-    if message.direction != Direction.OUTBOUND or message.delivery_state != DeliveryState.FAILED:
-        raise ValidationError("Only a failed outbound message can be retried.")
+    """Queue an outbound message again: a failed one, or one stuck pending or sending (same UUID:
+    the channel will not send it twice)."""
+    if message.direction != Direction.OUTBOUND:
+        raise ValidationError("Only an outbound message can be sent again.")
+    now = timezone.now()
     with transaction.atomic():
-        updated = Message.objects.filter(pk=message.pk, delivery_state=DeliveryState.FAILED).update(
-            delivery_state=DeliveryState.PENDING, delivery_error=""
+        updated = Message.objects.filter(_retryable(now=now), pk=message.pk).update(
+            # An agent's decision: a reply in doubt is sent again (as a push, with the retry key).
+            delivery_state=DeliveryState.PENDING,
+            delivery_error="",
+            delivery_method="",
+            delivery_due_at=now,
         )
-        if updated:
-            adapter = channel_for(message.conversation.messaging_account)
-            transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message))
+        if not updated:
+            raise ValidationError(
+                "Only a failed message, or one stuck pending or sending for a while, can be sent again: "
+                "this one is delivered, or its delivery is under way."
+            )
+        _delivery_schedule_on_commit(message)
     message.refresh_from_db()
     return message
+
+
+def message_deliveries_sweep(*, now: datetime.datetime | None = None) -> int:
+    """Queue again the outbound deliveries whose enqueue or worker was lost: pending and overdue by
+    QUEUE_SWEEP_AFTER_SECONDS, or sending for longer than DELIVERY_SENDING_TIMEOUT_SECONDS (a stuck
+    attempt goes back to pending; the channel decides whether a second attempt is safe). Returns
+    how many were queued."""
+    now = now or timezone.now()
+    stuck_since = now - datetime.timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT_SECONDS)
+    Message.objects.filter(
+        direction=Direction.OUTBOUND, delivery_state=DeliveryState.SENDING, delivery_due_at__lt=stuck_since
+    ).update(delivery_state=DeliveryState.PENDING, delivery_due_at=now - _sweep_after())
+    overdue = list(
+        Message.objects.select_related("conversation__messaging_account")
+        .filter(direction=Direction.OUTBOUND, delivery_state=DeliveryState.PENDING)
+        .filter(Q(delivery_due_at__isnull=True) | Q(delivery_due_at__lte=now - _sweep_after()))
+        .order_by("delivery_due_at", "pk")
+    )
+    for message in overdue:
+        Message.objects.filter(pk=message.pk, delivery_state=DeliveryState.PENDING).update(
+            delivery_due_at=now
+        )
+        try:
+            channel_for(message.conversation.messaging_account).message_delivery_schedule(message=message)
+        except Exception:
+            logger.exception("Delivery not queued (the next sweep will) message=%s", message.pk)
+            break
+    return len(overdue)
 
 
 def conversation_mark_read(*, conversation: Conversation) -> None:

@@ -4,7 +4,11 @@ SQLite and a filesystem broker under VAR_DIR, nothing else to install."""
 
 from __future__ import annotations
 
+import base64
 import os
+import secrets
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import environ
@@ -26,6 +30,29 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
+VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+if not VAR_DIR.is_absolute():
+    VAR_DIR = BASE_DIR / VAR_DIR
+VAR_DIR.mkdir(parents=True, exist_ok=True)
+
+
+def _install_secret(path: Path, make: Callable[[], str]) -> str:
+    """The secret in `path`, made on first use (mode 0600) and kept, so that a DEBUG install keeps
+    reading what it signed and encrypted, and no two installs share a key."""
+    if not path.exists():
+        fd, draft = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(make() + "\n")
+            # web, worker and beat start together: the first link wins and every process reads its key.
+            os.link(draft, path)
+        except FileExistsError:
+            pass
+        finally:
+            os.unlink(draft)
+    return path.read_text().strip()
+
+
 if not DEBUG:
     if not SECRET_KEY or SECRET_KEY == INSECURE_DEV_SECRET_KEY or len(SECRET_KEY) < 50:
         raise ImproperlyConfigured(
@@ -37,18 +64,16 @@ if not DEBUG:
             "FIELD_ENCRYPTION_KEYS must hold at least one Fernet key when DEBUG is off (see .env.example)."
         )
 else:
-    SECRET_KEY = SECRET_KEY or INSECURE_DEV_SECRET_KEY
-    # A fixed development key, so that a DEBUG install keeps reading what it encrypted.
-    FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or ["ZGV2LW9ubHktZmllbGQta2V5LWRvLW5vdC11c2UtISE="]
+    SECRET_KEY = SECRET_KEY or _install_secret(VAR_DIR / "secret.key", lambda: secrets.token_urlsafe(50))
+    FIELD_ENCRYPTION_KEYS = FIELD_ENCRYPTION_KEYS or [
+        _install_secret(
+            VAR_DIR / "field-encryption.key", lambda: base64.urlsafe_b64encode(os.urandom(32)).decode()
+        )
+    ]
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"])
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 PUBLIC_BASE_URL = env.str("PUBLIC_BASE_URL", default="http://127.0.0.1:8000").rstrip("/")
-
-VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
-if not VAR_DIR.is_absolute():
-    VAR_DIR = BASE_DIR / VAR_DIR
-VAR_DIR.mkdir(parents=True, exist_ok=True)
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -102,11 +127,10 @@ DATABASES = {"default": env.db_url("DATABASE_URL", default=f"sqlite:///{SQLITE_P
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("DATABASE_CONN_MAX_AGE", default=60))
 DATABASES["default"]["CONN_HEALTH_CHECKS"] = True
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
-    # The web process and the worker write to the same file: WAL lets readers and a writer work
+    # The web process and the workers write to the same file: WAL lets readers and a writer work
     # together, IMMEDIATE transactions take the write lock up front (no deadlock on upgrade), and
-    # the busy timeout waits for the lock instead of failing with "database is locked".
-    # Django's SQLite backend plus an OS lock that makes waiting writers wake at once (see there).
-    DATABASES["default"]["ENGINE"] = "omnichannel.db.sqlite"
+    # the busy timeout waits for the lock instead of failing with "database is locked". Every write
+    # transaction is short (a webhook's one INSERT, a few events' processing), so waits are too.
     DATABASES["default"]["OPTIONS"] = {
         "timeout": env.int("SQLITE_BUSY_TIMEOUT", default=20),
         "transaction_mode": "IMMEDIATE",
@@ -248,10 +272,19 @@ CELERY_TASK_ROUTES = {
     "channels_line.tasks.line_conversation_typing": {"queue": "outbound"},
     "omnichannel.tasks.*": {"queue": "maintenance"},
     "channels_line.tasks.line_events_sweep": {"queue": "maintenance"},
+    "channels_line.tasks.line_attachments_sweep": {"queue": "maintenance"},
 }
+# Work whose enqueue may be lost (the broker down, a process killed) is written to the database first;
+# a periodic sweep queues again what is still waiting this many seconds after it was due.
+QUEUE_SWEEP_AFTER_SECONDS = env.int("QUEUE_SWEEP_AFTER_SECONDS", default=60)
+# An outbound message "sending" for longer than this lost its worker: it is taken up again (pushes
+# carry a retry key, so LINE never delivers one twice; a reply in doubt is failed for an agent).
+DELIVERY_SENDING_TIMEOUT_SECONDS = env.int("DELIVERY_SENDING_TIMEOUT_SECONDS", default=120)
 CELERY_BEAT_SCHEDULE = {
     "worker-heartbeat": {"task": "omnichannel.tasks.worker_heartbeat_record", "schedule": 60.0},
-    "line-events-sweep": {"task": "channels_line.tasks.line_events_sweep", "schedule": 60.0},
+    "line-events-sweep": {"task": "channels_line.tasks.line_events_sweep", "schedule": 30.0},
+    "line-attachments-sweep": {"task": "channels_line.tasks.line_attachments_sweep", "schedule": 30.0},
+    "message-deliveries-sweep": {"task": "omnichannel.tasks.message_deliveries_sweep", "schedule": 30.0},
     "heartbeats-prune": {"task": "omnichannel.tasks.worker_heartbeats_prune", "schedule": crontab(minute=7)},
 }
 
@@ -263,23 +296,6 @@ LINE_WEBHOOK_MAX_BODY_BYTES = env.int("LINE_WEBHOOK_MAX_BODY_BYTES", default=102
 # Seconds a web process keeps an account's webhook credentials in memory (changes made in another
 # process take effect within this time; in the same process at once).
 LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS", default=5.0)
-# Webhook events of concurrent requests are stored together in one transaction (by the event writer
-# process, or by one writer thread per web process).
-LINE_WEBHOOK_GROUP_COMMIT = env.bool("LINE_WEBHOOK_GROUP_COMMIT", default=True)
-# Seconds a webhook request waits for its events to be stored before answering 503 (LINE's limit: 2).
-LINE_WEBHOOK_STORE_TIMEOUT = env.float("LINE_WEBHOOK_STORE_TIMEOUT", default=1.5)
-# The host's event writer process (`manage.py line_event_writer`) listens here; web processes store
-# webhook events through it, or by themselves while it is not running. Empty: web processes only.
-LINE_WEBHOOK_WRITER_SOCKET = env.str(
-    "LINE_WEBHOOK_WRITER_SOCKET", default=str(VAR_DIR / "line-event-writer.sock")
-)
-# While a web process of this host has many webhook requests in progress, it marks this file, and
-# event processing on the same host waits before each transaction, up to
-# LINE_PROCESSING_YIELD_SECONDS (channels_line/services/intake_load.py). Empty or 0: never waits.
-LINE_INTAKE_BUSY_FILE = env.str("LINE_INTAKE_BUSY_FILE", default=str(VAR_DIR / "line-intake.busy"))
-LINE_PROCESSING_YIELD_SECONDS = env.float("LINE_PROCESSING_YIELD_SECONDS", default=1.0)
-# ... but not for events received longer ago than this: a long burst delays processing by this much.
-LINE_PROCESSING_MAX_LAG_SECONDS = env.float("LINE_PROCESSING_MAX_LAG_SECONDS", default=60.0)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)

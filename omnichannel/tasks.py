@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import logging
 import socket
 import uuid
 
 from celery import shared_task
 
 from . import services
+
+logger = logging.getLogger(__name__)
 
 
 @shared_task(ignore_result=True)
@@ -18,3 +21,11 @@ def worker_heartbeat_record(token: str | None = None) -> None:
 def worker_heartbeats_prune() -> None:
     """Keep the heartbeat table small."""
     services.worker_heartbeats_prune()
+
+
+@shared_task(ignore_result=True)
+def message_deliveries_sweep() -> None:
+    """Queue again the outbound deliveries whose enqueue or worker was lost."""
+    count = services.message_deliveries_sweep()
+    if count:
+        logger.info("Deliveries sweep queued %s messages", count)

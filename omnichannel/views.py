@@ -20,7 +20,7 @@ def healthz(request: HttpRequest) -> JsonResponse:
 @require_GET
 @never_cache
 def readyz(request: HttpRequest) -> JsonResponse:
-    """The database and the broker are reachable: 200, or 503 with the reason."""
+    """The database and the broker are reachable: 200, or 503 naming what is down (the cause is logged)."""
     checks = {"database": health.database_check(), "broker": health.broker_check()}
     ready = all(check.ok for check in checks.values())
     body = {

@@ -41,4 +41,5 @@ cat <<MSG
   Press Ctrl-C to stop everything.
 
 MSG
-exec $BIN/honcho -f Procfile start
+# Procfile.dev: the deployed processes (Procfile) plus the LINE stand-in, a development tool.
+exec $BIN/honcho -f Procfile.dev start

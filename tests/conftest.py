@@ -64,8 +64,6 @@ def _start_worker(env_overrides: dict[str, str], log_path: Path, queues: str | N
         # Tasks left by earlier tests may call LINE (the stand-in) with faults set: keep each call short,
         # so that they never hold up the tasks a test is waiting for.
         "LINE_API_TIMEOUT": "3",
-        # Concurrent webhooks of one test must not slow the worker's processing for the next.
-        "LINE_INTAKE_BUSY_FILE": "",
         **env_overrides,
         "DATABASE_URL": database_url_for(connection.settings_dict),
     }
@@ -182,11 +180,11 @@ def broker_down() -> Iterator[None]:
 
 @pytest.fixture
 def line_standin_control(line_standin, settings) -> StandinControl:
-    """The session's stand-in, emptied for this test, with this process's LINE hosts pointed at it."""
+    """The session's stand-in, emptied for this test, with this process's LINE hosts pointed at it.
+    It checks what the product sends against LINE's OpenAPI files, or line-bot-sdk's models without them
+    (`line_standin.validation` says which)."""
     from channels_line.standin import StandinControl
 
-    if not line_standin.validates:
-        pytest.fail(f"LINE's OpenAPI descriptions are missing from {settings.LINE_OPENAPI_DIR}")
     line_standin.state.reset()
     settings.LINE_API_BASE_URL = settings.LINE_API_DATA_BASE_URL = line_standin.base_url
     return StandinControl(line_standin.base_url)
@@ -257,31 +255,6 @@ def line_shop_online(line_shop, live_server, settings) -> LineShop:
     return line_shop
 
 
-@pytest.fixture(autouse=True)
-def _no_event_writer_process(settings):
-    """Webhooks store through the test process's own writer unless a test starts an event writer
-    (tests/channels_line/test_event_writer.py): a developer's `make run` writer, listening on the
-    default socket, must never get test events."""
-    settings.LINE_WEBHOOK_WRITER_SOCKET = ""
-
-
-@pytest.fixture(autouse=True)
-def _processing_never_yields(settings):
-    """Concurrent webhooks in one test must not slow the processing of the next: the intake's busy
-    mark is off unless a test turns it on (tests/channels_line/test_intake_load.py)."""
-    settings.LINE_INTAKE_BUSY_FILE = ""
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _group_commit_writer_closed_at_the_end(django_db_setup):
-    """The webhook's writer thread holds a database connection; close it before the test database
-    is dropped (PostgreSQL refuses to drop a database in use)."""
-    yield
-    from channels_line.services.event_store import events_writer_stop
-
-    events_writer_stop()
-
-
 @pytest.fixture
 def standin(settings) -> Iterator:
     """A LINE stand-in of the test's own on a free loopback port, with this process's LINE calls
@@ -298,11 +271,11 @@ def standin(settings) -> Iterator:
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """SQLite leaves -wal, -shm and .writelock(.intent) files beside the test database it dropped."""
+    """SQLite leaves -wal and -shm files beside the test database it dropped."""
     from django.conf import settings as django_settings
 
     name = str(django_settings.DATABASES["default"].get("TEST", {}).get("NAME") or "")
     if "sqlite" in django_settings.DATABASES["default"]["ENGINE"] and name:
-        for suffix in ("-wal", "-shm", ".writelock", ".writelock.intent"):
+        for suffix in ("-wal", "-shm"):
             with contextlib.suppress(FileNotFoundError):
                 os.remove(name + suffix)

@@ -9,8 +9,8 @@ from .accounts import (
 )
 from .chat import line_conversation_mark_read, line_conversation_typing
 from .inbound import (
-    FetchOutcome,
     line_attachment_fetch,
+    line_attachments_sweep,
     line_event_process,
     line_events_process,
     line_profile_refresh,
@@ -19,6 +19,7 @@ from .intake import (
     WebhookReceipt,
     WebhookRejected,
     line_events_mark_enqueued,
+    line_events_process_again,
     line_events_sweep,
     line_webhook_receive,
 )
@@ -26,7 +27,6 @@ from .outbound import line_message_deliver, line_message_delivery_failed, line_m
 
 __all__ = [
     "CredentialsCheck",
-    "FetchOutcome",
     "WebhookReceipt",
     "WebhookRejected",
     "line_account_check_credentials",
@@ -34,11 +34,13 @@ __all__ = [
     "line_account_delete",
     "line_account_update",
     "line_attachment_fetch",
+    "line_attachments_sweep",
     "line_conversation_mark_read",
     "line_conversation_typing",
     "line_event_process",
     "line_events_mark_enqueued",
     "line_events_process",
+    "line_events_process_again",
     "line_events_sweep",
     "line_message_deliver",
     "line_message_delivery_failed",

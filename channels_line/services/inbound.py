@@ -7,22 +7,23 @@ unique in the database, so concurrent workers converge on the same rows."""
 from __future__ import annotations
 
 import datetime
-import enum
 import hashlib
+import json
 import logging
 import mimetypes
-import time
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
 
 from django.conf import settings
 from django.core.files.base import ContentFile
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from omnichannel.models import (
     Attachment,
     AttachmentState,
+    ChannelType,
     Conversation,
     ConversationState,
     Direction,
@@ -41,7 +42,6 @@ from omnichannel.services import (
 
 from ..client import LineApiError, line_client, line_errors
 from ..models import EventState, LineWebhookEvent
-from .intake_load import yield_to_intake
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,18 @@ MEDIA_TYPES = {
 PROFILE_RETRY_AFTER = datetime.timedelta(minutes=5)
 # Event types that start a conversation when there is none; the others join an open one if any.
 CONVERSATION_STARTERS = {"message", "postback", "follow", "join", "memberJoined"}
+
+
+def _object(value: object) -> dict:
+    """A JSON object of the event, or {} when the event holds something else there."""
+    return value if isinstance(value, dict) else {}
+
+
+def _string(value: object) -> str:
+    """A text field of the event: "" when missing or null, JSON text when it is something else."""
+    if isinstance(value, str):
+        return value
+    return "" if value is None else json.dumps(value, ensure_ascii=False)
 
 
 # --- Profiles -------------------------------------------------------------------------------------
@@ -208,7 +220,9 @@ def _add_message(
     event: LineWebhookEvent, conversation: Conversation, profile: SocialProfile | None, **fields
 ) -> Message:
     """Create the inbound message for an event; the same LINE message ID twice keeps the first."""
-    external_id = fields.pop("external_id", "")
+    external_id = str(fields.pop("external_id", ""))[:100]
+    if event.raw_as_signed:
+        fields["is_flagged"] = True  # stored altered (event_store.webhook_events): a human looks
     try:
         with transaction.atomic():
             message = Message.objects.create(
@@ -221,7 +235,14 @@ def _add_message(
                 **fields,
             )
     except IntegrityError:
-        return Message.objects.get(conversation=conversation, external_id=external_id)
+        existing = (
+            Message.objects.filter(conversation=conversation, external_id=external_id).first()
+            if external_id
+            else None
+        )
+        if existing is None:
+            raise  # not the same LINE message twice: a real error
+        return existing
     # The conversation's last activity moves once per transaction (_events_process_locked).
     return message
 
@@ -230,18 +251,18 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
     conversation = _conversation(event, profile, create=True)
     if conversation is None:
         return None
-    content = event.raw.get("message") or {}
-    content_type = content.get("type", "")
+    content = _object(event.raw.get("message"))
+    content_type = _string(content.get("type"))
     extras = {k: content[k] for k in ("quoteToken", "markAsReadToken", "quotedMessageId") if k in content}
     if event.mode == "standby":
         extras["standby"] = True
 
     def add(**fields: object) -> Message:
-        return _add_message(event, conversation, profile, external_id=str(content.get("id") or ""), **fields)
+        return _add_message(event, conversation, profile, external_id=_string(content.get("id")), **fields)
 
     if content_type == "text":
         payload = {**extras, **{k: content[k] for k in ("emojis", "mention") if k in content}}
-        return add(kind=MessageKind.TEXT, text=content.get("text", ""), payload=payload)
+        return add(kind=MessageKind.TEXT, text=_string(content.get("text")), payload=payload)
     if content_type == "sticker":
         payload = {
             **extras,
@@ -251,14 +272,14 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
             "keywords": content.get("keywords") or [],
             "image_url": STICKER_IMAGE_URL.format(sticker_id=content.get("stickerId")),
         }
-        return add(kind=MessageKind.STICKER, text=content.get("text", ""), payload=payload)
+        return add(kind=MessageKind.STICKER, text=_string(content.get("text")), payload=payload)
     if content_type == "location":
         payload = {**extras, **{k: content.get(k) for k in ("title", "address", "latitude", "longitude")}}
         text = " · ".join(str(v) for v in (content.get("title"), content.get("address")) if v)
         return add(kind=MessageKind.LOCATION, text=text, payload=payload)
     if content_type in MEDIA_TYPES:
         payload = {**extras, **{k: content[k] for k in ("imageSet", "duration") if k in content}}
-        message = add(kind=MEDIA_TYPES[content_type], text=content.get("fileName", ""), payload=payload)
+        message = add(kind=MEDIA_TYPES[content_type], text=_string(content.get("fileName")), payload=payload)
         if not message.attachments.exists():
             _attachment_create(message=message, content=content)
         return message
@@ -272,25 +293,28 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
 
 
 def _attachment_create(*, message: Message, content: dict) -> Attachment:
-    provider = content.get("contentProvider") or {}
+    provider = _object(content.get("contentProvider"))
     size = content.get("fileSize")
     attachment = Attachment(
         message=message,
-        file_name=str(content.get("fileName") or "")[:255],
+        file_name=_string(content.get("fileName"))[:255],
         size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
         duration_ms=content.get("duration") if isinstance(content.get("duration"), int) else None,
     )
     if provider.get("type") == "external":
         attachment.state = AttachmentState.EXTERNAL
-        attachment.external_url = str(provider.get("originalContentUrl") or "")[:2000]
-        attachment.preview_url = str(provider.get("previewImageUrl") or "")[:2000]
+        attachment.external_url = _string(provider.get("originalContentUrl"))[:2000]
+        attachment.preview_url = _string(provider.get("previewImageUrl"))[:2000]
     elif attachment.size is not None and attachment.size > settings.LINE_MEDIA_MAX_BYTES:
         attachment.state = AttachmentState.TOO_LARGE
         attachment.error = f"{attachment.size} bytes is over the {settings.LINE_MEDIA_MAX_BYTES}-byte limit"
+    if attachment.state == AttachmentState.PENDING:
+        attachment.fetch_due_at = timezone.now()
     attachment.save()
     if attachment.state == AttachmentState.PENDING:
         from ..tasks import line_message_content_fetch
 
+        # robust: a broker outage is logged; the sweep (line_attachments_sweep) queues it later.
         transaction.on_commit(lambda: line_message_content_fetch.delay(attachment.pk), robust=True)
     return attachment
 
@@ -308,12 +332,12 @@ def _inbound_by_line_id(event: LineWebhookEvent, line_message_id: str) -> Messag
 
 
 def _handle_message_edited(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
-    content = event.raw.get("message") or {}
-    message = _inbound_by_line_id(event, str(content.get("id") or ""))
+    content = _object(event.raw.get("message"))
+    message = _inbound_by_line_id(event, _string(content.get("id"))[:100])
     if message is None:
         # The original never reached us: keep the edited version as a message of its own.
         return _handle_message(event, profile)
-    new_text = content.get("text", "")
+    new_text = _string(content.get("text"))
     if message.edits.filter(edited_at=event.line_timestamp).exists():
         return message
     MessageEdit.objects.create(
@@ -331,7 +355,7 @@ def _handle_message_edited(event: LineWebhookEvent, profile: SocialProfile | Non
 
 
 def _handle_unsend(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
-    line_message_id = str((event.raw.get("unsend") or {}).get("messageId") or "")
+    line_message_id = _string(_object(event.raw.get("unsend")).get("messageId"))[:100]
     message = _inbound_by_line_id(event, line_message_id)
     if message is None:
         conversation = _conversation(event, profile, create=False)
@@ -370,7 +394,7 @@ def _reachability(profile: SocialProfile | None, reachable: bool, at: datetime.d
 
 def _handle_follow(event: LineWebhookEvent, profile: SocialProfile | None) -> Message | None:
     _reachability(profile, True, event.line_timestamp)
-    unblocked = bool((event.raw.get("follow") or {}).get("isUnblocked"))
+    unblocked = _object(event.raw.get("follow")).get("isUnblocked") is True
     text = "Unblocked the account" if unblocked else "Added the account as a friend"
     return _event_marker(event, profile, text=text, detail={"unblocked": unblocked})
 
@@ -384,14 +408,14 @@ def _handle_postback(event: LineWebhookEvent, profile: SocialProfile | None) -> 
     conversation = _conversation(event, profile, create=True)
     if conversation is None:
         return None
-    postback = event.raw.get("postback") or {}
+    postback = _object(event.raw.get("postback"))
     return _add_message(
         event,
         conversation,
         profile,
         kind=MessageKind.POSTBACK,
-        text=str(postback.get("data", "")),
-        payload={"data": postback.get("data"), "params": postback.get("params") or {}},
+        text=_string(postback.get("data")),
+        payload={"data": postback.get("data"), "params": _object(postback.get("params"))},
     )
 
 
@@ -461,56 +485,44 @@ HANDLERS: dict[str, Callable[[LineWebhookEvent, SocialProfile | None], Message |
 
 
 MAX_ATTEMPTS = 5
-# A transaction takes up to EVENTS_PER_TRANSACTION events: each has a fixed cost (locking the
-# events, reading their conversations, writing the outcome, the commit), half of the work with 2
-# events per transaction. On SQLite a transaction holds the one write lock, which the webhook's
-# writer waits for: there it takes no further event once it has run for TRANSACTION_SECONDS (a
-# slow machine, or a worker descheduled in favour of the web processes) or once it sees the
-# webhook's writer waiting.
-EVENTS_PER_TRANSACTION = 8
-TRANSACTION_SECONDS = 0.01
+# A transaction takes up to EVENTS_PER_TRANSACTION events: each transaction has a fixed cost (locking
+# the events, reading their conversations, writing the outcome, the commit), and on SQLite holds the
+# one write lock that webhooks wait for: a few events keep it short.
+EVENTS_PER_TRANSACTION = 4
+# Errors that a later try can pass: the database or the network, not the event's content.
+TRANSIENT_ERRORS = (OperationalError, InterfaceError, OSError)
 
 
 def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     """Process stored events exactly once each, in LINE timestamp order, a few per transaction with a
-    savepoint per event (a failing event does not undo the others; it stays pending with its error
-    for a later try, and is marked failed after MAX_ATTEMPTS). Profiles are fetched first, outside
-    the transaction, so that no lock is held while LINE is called. Running it twice changes nothing:
-    processed events are skipped under a row lock."""
+    savepoint per event (a failing event does not undo the others). An event failing for a reason a
+    retry can pass (TRANSIENT_ERRORS) stays pending with its error for a later try, and is marked
+    failed after MAX_ATTEMPTS; any other failure marks it failed at once, with the reason. Profiles
+    are fetched first, outside the transactions, so that no lock is held while LINE is called.
+    Running it twice changes nothing: processed events are skipped under a row lock."""
     events = list(
         LineWebhookEvent.objects.select_related("messaging_account__line")
-        .filter(pk__in=list(event_pks))
-        .exclude(state=EventState.PROCESSED)
+        .filter(pk__in=list(event_pks), state=EventState.PENDING)
         .order_by("line_timestamp", "id")
     )
     if not events:
         return []
     profiles = _profiles_for_events(events)
     done: list[LineWebhookEvent] = []
-    while events:
-        chunk, events = events[:EVENTS_PER_TRANSACTION], events[EVENTS_PER_TRANSACTION:]
-        # A burst's webhooks go first (intake_load.py), up to a lag of LINE_PROCESSING_MAX_LAG_SECONDS.
-        yield_to_intake(oldest_received_at=min(event.received_at for event in chunk))
-        processed, left = _events_process_locked(chunk, profiles)
-        done += processed
-        events = left + events
+    for start in range(0, len(events), EVENTS_PER_TRANSACTION):
+        done += _events_process_locked(events[start : start + EVENTS_PER_TRANSACTION], profiles)
     return done
 
 
 def _events_process_locked(
     events: list[LineWebhookEvent], profiles: dict[ProfileKey, SocialProfile | None]
-) -> tuple[list[LineWebhookEvent], list[LineWebhookEvent]]:
-    """Process events in one transaction, at least one, until _commit_early() says to stop;
-    returns the events processed (or failed) and those left for the next transaction."""
-    done: list[LineWebhookEvent] = []
-    left: list[LineWebhookEvent] = []
+) -> list[LineWebhookEvent]:
+    """Process events in one transaction; returns those processed (or failed) by this call."""
     with transaction.atomic():
-        started = time.monotonic()
         locked = {
             row.pk: row
             for row in LineWebhookEvent.objects.select_for_update()
-            .filter(pk__in=[e.pk for e in events])
-            .exclude(state=EventState.PROCESSED)
+            .filter(pk__in=[e.pk for e in events], state=EventState.PENDING)
             .order_by("pk")
         }
         _conversations_lock(events)
@@ -524,17 +536,16 @@ def _events_process_locked(
         }
         token = _known_conversations.set(known)
         try:
-            for index, event in enumerate(events):
-                if done and _commit_early(started):
-                    left = events[index:]
-                    break
-                if (row := locked.get(event.pk)) is not None:
-                    done.append(_event_process(row, event, profiles, known))
+            done = [
+                _event_process(row, event, profiles, known)
+                for event in events
+                if (row := locked.get(event.pk)) is not None
+            ]
         finally:
             _known_conversations.reset(token)
         _conversations_touch(done)
         _events_save_outcome(done)
-    return done, left
+    return done
 
 
 def _conversations_touch(events: list[LineWebhookEvent]) -> None:
@@ -572,7 +583,7 @@ def _event_process(
         # The savepoint undid what the event did: conversations it created or reopened included.
         known.clear()
         row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        if row.attempts >= MAX_ATTEMPTS:
+        if row.attempts >= MAX_ATTEMPTS or not isinstance(exc, TRANSIENT_ERRORS):
             row.state = EventState.FAILED
     else:
         row.state = EventState.PROCESSED
@@ -611,16 +622,6 @@ def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
         cursor.executemany(sql, rows)
 
 
-def _commit_early(started: float) -> bool:
-    """Whether the transaction should take no further event: on SQLite, when it has run for
-    TRANSACTION_SECONDS or the webhook's event writer waits for the write lock it holds (see
-    omnichannel/db/sqlite). On PostgreSQL the webhook's inserts never wait for it."""
-    waiting = getattr(connection, "priority_writer_waiting", None)
-    if waiting is None:
-        return False
-    return time.monotonic() - started > TRANSACTION_SECONDS or waiting()
-
-
 def _thread_lock_key(account_id: object, thread_id: str) -> int:
     digest = hashlib.blake2b(f"line-thread:{account_id}:{thread_id}".encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big", signed=True)
@@ -655,26 +656,28 @@ def line_event_process(*, event_pk: int) -> LineWebhookEvent | None:
 # --- Media ----------------------------------------------------------------------------------------
 
 
-class FetchOutcome(enum.Enum):
-    DONE = "done"
-    RETRY = "retry"
-    FAILED = "failed"
+# A download LINE cannot give yet (transcoding, or LINE unreachable) is tried this many times in all.
+CONTENT_MAX_ATTEMPTS = 9
 
 
-def line_attachment_fetch(*, attachment_pk: int, final_attempt: bool = False) -> FetchOutcome:
+def line_attachment_fetch(*, attachment_pk: int) -> float | None:
     """Download an inbound attachment from LINE's data host into storage, within the size cap.
-    LINE answers 202 while a video or audio is being transcoded: RETRY, unless this is the last try."""
+    Returns the seconds after which to try again (LINE answers 202 while it transcodes a video or
+    audio; LINE unreachable), with the attachment due then, or None when there is nothing more to do
+    (downloaded, failed, or not waiting for a download)."""
     attachment = (
         Attachment.objects.select_related("message__conversation__messaging_account__line")
         .filter(pk=attachment_pk)
         .first()
     )
     if attachment is None or attachment.state != AttachmentState.PENDING:
-        return FetchOutcome.DONE
+        return None
     message = attachment.message
     line = message.conversation.messaging_account.line
     cap = settings.LINE_MEDIA_MAX_BYTES
-    Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attachment.fetch_attempts + 1)
+    attempts = attachment.fetch_attempts + 1
+    final_attempt = attempts >= CONTENT_MAX_ATTEMPTS
+    Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attempts)
     try:
         with line_client(line.channel_access_token) as client, line_errors():
             response = client.blob.get_message_content_with_http_info(
@@ -682,27 +685,25 @@ def line_attachment_fetch(*, attachment_pk: int, final_attempt: bool = False) ->
             )
     except LineApiError as error:
         if error.retryable and not final_attempt:
-            _attachment_error(attachment_pk, str(error))
-            return FetchOutcome.RETRY
+            return _attachment_retry_later(attachment_pk, str(error), attempts)
         return _attachment_failed(attachment_pk, str(error))
     if response.status_code == 202:
         # LINE is still transcoding (video, audio): the SDK gives no content yet.
         if final_attempt:
             return _attachment_failed(attachment_pk, "LINE never finished preparing the content")
-        _attachment_error(attachment_pk, "LINE is still preparing the content")
-        return FetchOutcome.RETRY
+        return _attachment_retry_later(attachment_pk, "LINE is still preparing the content", attempts)
     content = bytes(response.data or b"")
     content_type = (response.headers or {}).get("Content-Type", "application/octet-stream")
     if len(content) > cap:
         Attachment.objects.filter(pk=attachment_pk).update(
             state=AttachmentState.TOO_LARGE, error=f"{len(content)} bytes is over the {cap}-byte limit"
         )
-        return FetchOutcome.FAILED
+        return None
     name = attachment.file_name or f"{message.external_id}{_extension(content_type)}"
     with transaction.atomic():
         current = Attachment.objects.select_for_update().get(pk=attachment_pk)
         if current.state != AttachmentState.PENDING:
-            return FetchOutcome.DONE
+            return None
         current.file.save(name, ContentFile(content), save=False)
         current.file_name = name
         current.content_type = content_type.split(";")[0].strip()
@@ -710,20 +711,51 @@ def line_attachment_fetch(*, attachment_pk: int, final_attempt: bool = False) ->
         current.state = AttachmentState.READY
         current.error = ""
         current.save(update_fields=["file", "file_name", "content_type", "size", "state", "error"])
-    return FetchOutcome.DONE
+    return None
+
+
+def line_attachments_sweep(*, now: datetime.datetime | None = None) -> int:
+    """Queue again the downloads overdue by QUEUE_SWEEP_AFTER_SECONDS (their enqueue, or the worker
+    running them, was lost). Returns how many were queued."""
+    from ..tasks import line_message_content_fetch
+
+    now = now or timezone.now()
+    overdue = list(
+        Attachment.objects.filter(
+            Q(fetch_due_at__isnull=True)
+            | Q(fetch_due_at__lte=now - datetime.timedelta(seconds=settings.QUEUE_SWEEP_AFTER_SECONDS)),
+            state=AttachmentState.PENDING,
+            message__conversation__messaging_account__channel_type=ChannelType.LINE,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    for attachment_pk in overdue:
+        Attachment.objects.filter(pk=attachment_pk).update(fetch_due_at=now)
+        try:
+            line_message_content_fetch.delay(attachment_pk)
+        except Exception:
+            logger.exception(
+                "LINE content download not queued (the next sweep will) attachment=%s", attachment_pk
+            )
+            break
+    return len(overdue)
 
 
 def _extension(content_type: str) -> str:
     return mimetypes.guess_extension(content_type.split(";")[0].strip()) or ""
 
 
-def _attachment_error(attachment_pk: int, error: str) -> None:
-    Attachment.objects.filter(pk=attachment_pk).update(error=error[:2000])
+def _attachment_retry_later(attachment_pk: int, error: str, attempts: int) -> float:
+    seconds = min(5 * 2 ** (attempts - 1), 300)
+    Attachment.objects.filter(pk=attachment_pk).update(
+        error=error[:2000], fetch_due_at=timezone.now() + datetime.timedelta(seconds=seconds)
+    )
+    return seconds
 
 
-def _attachment_failed(attachment_pk: int, error: str) -> FetchOutcome:
+def _attachment_failed(attachment_pk: int, error: str) -> None:
     logger.warning("LINE content download failed attachment=%s error=%s", attachment_pk, error)
     Attachment.objects.filter(pk=attachment_pk, state=AttachmentState.PENDING).update(
         state=AttachmentState.FAILED, error=error[:2000]
     )
-    return FetchOutcome.FAILED

@@ -5,6 +5,7 @@ The view answers as soon as the events are in the database; everything else happ
 from __future__ import annotations
 
 import datetime
+import functools
 import hashlib
 import hmac
 import logging
@@ -14,6 +15,7 @@ from base64 import b64encode
 from dataclasses import dataclass
 
 from django.conf import settings
+from django.db import DataError, transaction
 from django.db.models import Q
 from django.utils import timezone
 from linebot.v3 import SignatureValidator
@@ -21,11 +23,18 @@ from linebot.v3 import SignatureValidator
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
-from .event_store import processing_enqueue, webhook_events
-from .event_writer import events_store_webhook
-from .intake_load import webhook_in_flight
+from .event_store import (
+    UnreadableBody,
+    event_row,
+    events_insert,
+    processing_enqueue,
+    webhook_events,
+)
 
 logger = logging.getLogger(__name__)
+
+# Events swept are marked and queued this many at a time (one UPDATE, a few tasks).
+SWEEP_CHUNK = 1000
 
 
 class WebhookRejected(Exception):
@@ -90,60 +99,84 @@ def signature_is_valid(*, body: bytes, signature: str, channel_secret: str) -> b
 
 
 def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: str | None) -> WebhookReceipt:
-    """Verify and store one webhook delivery; each new event is queued for processing once stored.
+    """Verify one webhook delivery and keep each of its events once, then queue the new ones for
+    processing after the commit (a lost enqueue is the sweep's: the events are stored).
 
-    Raises WebhookRejected for a missing or wrong signature or an unreadable body (the latter kept),
-    TimeoutError or DatabaseError when the events could not be stored (nothing acknowledged)."""
+    Raises WebhookRejected for a missing or wrong signature, or for a signed body that holds no
+    readable events (that body is kept as rejected); DatabaseError when the database cannot be
+    reached (nothing stored: LINE's redelivery brings the events again)."""
     if not signature:
         logger.warning("LINE webhook without signature account=%s", account.pk)
         raise WebhookRejected(400, "missing x-line-signature header")
     if not signature_is_valid(body=body, signature=signature, channel_secret=account.line.channel_secret):
         logger.warning("LINE webhook with a wrong signature account=%s", account.pk)
         raise WebhookRejected(400, "invalid signature")
-    # Only signed requests count: requests that anyone can send must not slow processing down.
-    with webhook_in_flight():  # processing on this host gives way while many are (intake_load.py)
-        return _webhook_store(account=account, body=body)
-
-
-def _webhook_store(*, account: MessagingAccount, body: bytes) -> WebhookReceipt:
     try:
         events = webhook_events(body)
-    except (ValueError, KeyError, TypeError) as exc:
-        reason = f"malformed body: {exc.__class__.__name__}: {exc}"[:500]
-        LineWebhookRejectedBody.objects.create(
-            messaging_account=account, body=body.decode("utf-8", errors="replace"), reason=reason
-        )
-        logger.warning("LINE webhook body kept as rejected account=%s reason=%s", account.pk, reason)
-        raise WebhookRejected(400, "malformed JSON body") from exc
-
-    results = events_store_webhook(account_id=account.pk, body=body, events=events)
-    stored = sum(1 for pk in results if pk)
-    duplicates = len(results) - stored
+    except UnreadableBody as unreadable:
+        _rejected_body_keep(account=account, body=body, reason=str(unreadable))
+        raise WebhookRejected(400, f"unreadable body: {unreadable}") from None
+    rows = [event_row(account_id=account.pk, event=event, as_signed=as_signed) for event, as_signed in events]
+    try:
+        with transaction.atomic():
+            stored = events_insert(rows)
+            if stored:
+                transaction.on_commit(functools.partial(processing_enqueue, stored.values()), robust=True)
+    except DataError as refused:
+        # Not expected (webhook_events makes every event storable), but a redelivery could not cure
+        # it either: keep the body for inspection rather than have LINE retry for ever.
+        _rejected_body_keep(account=account, body=body, reason=f"the database refused the events: {refused}")
+        raise WebhookRejected(400, "events the database refuses; body kept for inspection") from None
+    duplicates = len(rows) - len(stored)
     if duplicates:
         logger.info("LINE webhook duplicates ignored account=%s count=%s", account.pk, duplicates)
-    return WebhookReceipt(stored=stored, duplicates=duplicates)
+    return WebhookReceipt(stored=len(stored), duplicates=duplicates)
 
 
-def line_events_sweep(
-    *,
-    older_than: datetime.timedelta = datetime.timedelta(minutes=2),
-    resweep_after: datetime.timedelta = datetime.timedelta(minutes=10),
-    limit: int = 500,
-) -> int:
-    """Enqueue events still pending after `older_than` (their first enqueue was lost, e.g. the broker
-    was down); an event swept once waits `resweep_after` before the next sweep. Returns the count."""
-    now = timezone.now()
+def _rejected_body_keep(*, account: MessagingAccount, body: bytes, reason: str) -> None:
+    # Any bytes, as text a database takes: invalid UTF-8 and NULs written as escapes.
+    text = body.decode("utf-8", errors="backslashreplace").replace("\x00", "\\x00")
+    LineWebhookRejectedBody.objects.create(messaging_account=account, body=text, reason=reason[:500])
+    logger.warning("LINE webhook body kept as rejected account=%s reason=%s", account.pk, reason)
+
+
+def line_events_sweep(*, now: datetime.datetime | None = None) -> int:
+    """Queue the events still pending QUEUE_SWEEP_AFTER_SECONDS after they were received or last
+    queued: their enqueue was lost (the broker was down, the process died) or their task was. All
+    of them at once, in tasks of PROCESS_BATCH_SIZE: after a broker outage the backlog drains at
+    processing speed. Returns the count."""
+    now = now or timezone.now()
+    overdue = now - datetime.timedelta(seconds=settings.QUEUE_SWEEP_AFTER_SECONDS)
     pending = list(
-        LineWebhookEvent.objects.filter(state=EventState.PENDING, received_at__lt=now - older_than)
-        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=now - resweep_after))
+        LineWebhookEvent.objects.filter(state=EventState.PENDING, received_at__lt=overdue)
+        .filter(Q(enqueued_at__isnull=True) | Q(enqueued_at__lt=overdue))
         .order_by("received_at")
-        .values_list("pk", flat=True)[:limit]
+        .values_list("pk", flat=True)
     )
-    line_events_mark_enqueued(event_pks=pending)
-    processing_enqueue(pending)
+    for start in range(0, len(pending), SWEEP_CHUNK):
+        chunk = pending[start : start + SWEEP_CHUNK]
+        line_events_mark_enqueued(event_pks=chunk)
+        if not processing_enqueue(chunk):
+            break  # the broker is still down: the next sweep tries again
     return len(pending)
 
 
 def line_events_mark_enqueued(*, event_pks: list[int]) -> None:
     """Record that these events were queued again now: the sweep leaves them alone for a while."""
     LineWebhookEvent.objects.filter(pk__in=event_pks).update(enqueued_at=timezone.now())
+
+
+def line_events_process_again(*, event_pks: list[int]) -> int:
+    """Queue failed events for processing again (an administrator's decision, say after a fix):
+    they go back to pending with their tries counted from zero. Returns how many."""
+    with transaction.atomic():
+        failed = list(
+            LineWebhookEvent.objects.select_for_update()
+            .filter(pk__in=event_pks, state=EventState.FAILED)
+            .values_list("pk", flat=True)
+        )
+        LineWebhookEvent.objects.filter(pk__in=failed).update(
+            state=EventState.PENDING, attempts=0, enqueued_at=timezone.now()
+        )
+        transaction.on_commit(functools.partial(processing_enqueue, failed), robust=True)
+    return len(failed)

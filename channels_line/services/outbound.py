@@ -12,6 +12,7 @@ import logging
 import uuid
 
 from django.db import transaction
+from django.db.models import F
 from django.utils import timezone
 from linebot.v3.messaging import (
     AudioMessage,
@@ -40,6 +41,10 @@ TEXT_MAX = 5000
 MESSAGES_PER_REQUEST = 5
 # LINE says "about one minute"; keep a margin for the time the message spends in the queue.
 REPLY_TOKEN_MAX_AGE = datetime.timedelta(seconds=50)
+REPLY_IN_DOUBT = (
+    "The reply may have reached the customer, so it is not sent again automatically: check with the "
+    "customer, then send it again if needed."
+)
 
 
 def _quick_reply(message: Message) -> QuickReply | None:
@@ -146,7 +151,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
         .filter(pk=message_pk)
         .first()
     )
-    if message is None or message.delivery_state in (DeliveryState.DELIVERED, DeliveryState.FAILED):
+    if message is None or message.delivery_state != DeliveryState.PENDING:
         return message
     conversation = message.conversation
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
@@ -157,9 +162,18 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
         # Stored data that LINE's message objects refuse (the SDK's pydantic ValidationError is a
         # ValueError): no retry can help, and the message must not stay "sending" for ever.
         raise LineApiError(None, f"The message cannot be sent to LINE: {exc}", permanent=True) from exc
-    Message.objects.filter(pk=message.pk).update(
-        delivery_state=DeliveryState.SENDING, delivery_attempts=message.delivery_attempts + 1
+    if message.delivery_method == "reply":
+        # The last attempt was a reply whose worker was lost during the call (the sweep took it up):
+        # it may have reached the customer, and a reply has no retry key. An agent decides.
+        raise LineApiError(None, REPLY_IN_DOUBT, permanent=True)
+    # One attempt at a time: a copy of this task (a redelivery, the sweep) finds it claimed.
+    claimed = Message.objects.filter(pk=message.pk, delivery_state=DeliveryState.PENDING).update(
+        delivery_state=DeliveryState.SENDING,
+        delivery_attempts=F("delivery_attempts") + 1,
+        delivery_due_at=timezone.now(),
     )
+    if not claimed:
+        return message
     batches = [
         line_messages[i : i + MESSAGES_PER_REQUEST]
         for i in range(0, len(line_messages), MESSAGES_PER_REQUEST)
@@ -170,6 +184,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
     with line_client(conversation.messaging_account.line.channel_access_token) as client:
         for index, batch in enumerate(batches):
             if reply_token:
+                _delivery_method_record(message, "reply")  # in doubt, should this worker be lost
                 try:
                     with line_errors():
                         client.api.reply_message(
@@ -182,16 +197,13 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
                     if error.may_have_arrived:
                         # A reply has no retry key, and its token is spent if LINE took it: pushing
                         # now could give the customer the message twice. An agent decides.
-                        raise LineApiError(
-                            None,
-                            f"{error}. The reply may have reached the customer, so it is not sent "
-                            "again automatically: check with the customer, then send it again if needed.",
-                            permanent=True,
-                        ) from error
+                        raise LineApiError(None, f"{error}. {REPLY_IN_DOUBT}", permanent=True) from error
+                    _delivery_method_record(message, "")  # LINE answered: it did not take the reply
                     if error.status != 400:
                         raise
                     # Expired or already used after all: push instead.
                     logger.info("LINE reply token refused, pushing message=%s error=%s", message.uuid, error)
+            _delivery_method_record(message, "push")
             try:
                 with line_errors():
                     client.api.push_message(
@@ -214,11 +226,19 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
     return message
 
 
-def line_message_delivery_retrying(*, message_pk: int, error: LineApiError) -> None:
-    """Record a failed try that will be retried; the message stays pending."""
+def _delivery_method_record(message: Message, method: str) -> None:
+    Message.objects.filter(pk=message.pk).update(delivery_method=method)
+    message.delivery_method = method
+
+
+def line_message_delivery_retrying(*, message_pk: int, error: LineApiError, countdown: float) -> None:
+    """Record a failed try that will be retried in `countdown` seconds; the message goes back to
+    pending, due then (the sweep queues it should the retry's task be lost)."""
     logger.warning("LINE delivery will be retried message=%s error=%s", message_pk, error)
     Message.objects.filter(pk=message_pk).exclude(delivery_state=DeliveryState.DELIVERED).update(
-        delivery_state=DeliveryState.PENDING, delivery_error=f"Retrying: {error}"[:2000]
+        delivery_state=DeliveryState.PENDING,
+        delivery_error=f"Retrying: {error}"[:2000],
+        delivery_due_at=timezone.now() + datetime.timedelta(seconds=countdown),
     )
 
 

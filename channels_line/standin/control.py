@@ -39,7 +39,7 @@ class ControlApi:
 
     def __init__(self, state: StandinState, *, openapi_dir: Path | None) -> None:
         self.state = state
-        # None when the spec folder is absent: webhook bodies are then sent unchecked.
+        # None when the spec folder is absent: webhook bodies are then checked against line-bot-sdk's models.
         self.openapi_dir = openapi_dir
 
     def handle(self, request: StandinRequest) -> StandinResponse:
@@ -60,7 +60,7 @@ class ControlApi:
         return _ok(
             {
                 "ok": True,
-                "validation": self.openapi_dir is not None,
+                "validation": "openapi" if self.openapi_dir is not None else "line-bot-sdk",
                 "now_ms": self.state.now_ms(),
                 "channels": len(self.state.channels),
             }
@@ -196,16 +196,22 @@ class ControlApi:
             from channels_line.openapi import validate_webhook_body
 
             problems = validate_webhook_body(body, directory=self.openapi_dir)
-            if problems:
-                # Nothing is committed or sent: the body would not be one LINE sends.
-                return _ok(
-                    {
-                        "error": "the webhook body does not match webhook.yml",
-                        "problems": problems,
-                        "body": body,
-                    },
-                    status=400,
-                )
+            checked_against = "webhook.yml"
+        else:
+            from channels_line.sdk_validation import sdk_webhook_body_problems
+
+            problems = [str(problem) for problem in sdk_webhook_body_problems(body)]
+            checked_against = "line-bot-sdk's webhook models"
+        if problems:
+            # Nothing is committed or sent: the body would not be one LINE sends.
+            return _ok(
+                {
+                    "error": f"the webhook body does not match {checked_against}",
+                    "problems": problems,
+                    "body": body,
+                },
+                status=400,
+            )
         if plan is not None:
             customer.commit(self.state, channel, plan)
         if options.get("deliver", True) is False:

@@ -2,7 +2,8 @@
 for both hosts (api.line.me and api-data.line.me are one address here).
 
 Order of checks, as LINE does it: injected faults (they play LINE's own trouble), unknown path (404),
-channel access token (401), the request against messaging-api.yml and LINE's documented limits (400),
+channel access token (401), the request against messaging-api.yml (or, without it, line-bot-sdk's
+request models) and LINE's documented limits (400),
 then the operation's own rules (invalid reply token, retry key already accepted, monthly limit).
 """
 
@@ -72,7 +73,7 @@ class MessagingApi:
 
     def __init__(self, state: StandinState, *, openapi_dir: Path | None, stopping: threading.Event) -> None:
         self.state = state
-        # None when the spec folder is absent: requests are then checked only for LINE's limits.
+        # None when the spec folder is absent: requests are then checked against line-bot-sdk's models.
         self.openapi_dir = openapi_dir
         self.stopping = stopping
 
@@ -126,29 +127,31 @@ class MessagingApi:
                 problems.extend(line_limit_problems(request.json()))
             except BadRequest as exc:
                 return line_error(400, exc.message)
+        headers = dict(request.headers.items())
         if self.openapi_dir is not None:
             from channels_line.openapi import messaging_request_problems
 
             spec_problems = messaging_request_problems(
-                request.method,
-                request.path,
-                request.query,
-                dict(request.headers.items()),
-                request.body,
-                directory=self.openapi_dir,
+                request.method, request.path, request.query, headers, request.body, directory=self.openapi_dir
             )
-            seen = {problem.get("property") for problem in problems}
-            problems.extend(
-                _detail(problem.property, problem.message)
-                for problem in spec_problems
-                if problem.property not in seen
+        else:
+            from channels_line.sdk_validation import sdk_messaging_request_problems
+
+            spec_problems = sdk_messaging_request_problems(
+                request.method, request.path, headers, request.body
             )
-        elif request.header("X-Line-Retry-Key"):
-            # The spec checks the UUID format; without it the stand-in still must.
-            try:
-                uuid.UUID(request.header("X-Line-Retry-Key"))
-            except ValueError:
-                problems.append(_detail("X-Line-Retry-Key", "Must be a UUID"))
+            # The spec checks the retry key's UUID format; the SDK's models do not hold headers.
+            if request.header("X-Line-Retry-Key"):
+                try:
+                    uuid.UUID(request.header("X-Line-Retry-Key"))
+                except ValueError:
+                    problems.append(_detail("X-Line-Retry-Key", "Must be a UUID"))
+        seen = {problem.get("property") for problem in problems}
+        problems.extend(
+            _detail(problem.property, problem.message)
+            for problem in spec_problems
+            if problem.property not in seen
+        )
         if not problems:
             return None
         if any(problem.get("property", "").lower() == "x-line-retry-key" for problem in problems):

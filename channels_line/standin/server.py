@@ -17,7 +17,7 @@ import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import phone
 from .control import PREFIX, ControlApi
@@ -30,6 +30,10 @@ logger = logging.getLogger(__name__)
 # Uploads through the control API and pushes are small; this only stops a runaway client.
 MAX_REQUEST_BYTES = 64 * 1024 * 1024
 _USE_SETTINGS: Any = object()
+
+# What requests and webhook bodies are checked against: LINE's OpenAPI files (settings.LINE_OPENAPI_DIR)
+# or, when they are not there, line-bot-sdk's models generated from them (channels_line.sdk_validation).
+Validation = Literal["openapi", "line-bot-sdk"]
 
 
 class StandinServer:
@@ -46,12 +50,13 @@ class StandinServer:
         webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
     ) -> None:
         """`openapi_dir` defaults to settings.LINE_OPENAPI_DIR; when the folder is missing the server
-        still runs, without validation, and says so once in the log."""
+        validates with line-bot-sdk's models instead (see `validation`) and says so once in the log."""
         self.state = state or StandinState(
             reply_token_ttl_seconds=reply_token_ttl_seconds,
             webhook_timeout_seconds=webhook_timeout_seconds,
         )
         self.openapi_dir = _usable_openapi_dir(openapi_dir)
+        self.validation: Validation = "openapi" if self.openapi_dir is not None else "line-bot-sdk"
         self._stopping = threading.Event()
         self.messaging_api = MessagingApi(self.state, openapi_dir=self.openapi_dir, stopping=self._stopping)
         self.control_api = ControlApi(self.state, openapi_dir=self.openapi_dir)
@@ -77,8 +82,9 @@ class StandinServer:
 
     @property
     def validates(self) -> bool:
-        """Whether requests and webhook bodies are checked against LINE's OpenAPI descriptions."""
-        return self.openapi_dir is not None
+        """Whether requests and webhook bodies are checked: always, against LINE's OpenAPI descriptions
+        or, without them, line-bot-sdk's models (`validation` says which)."""
+        return self.validation in ("openapi", "line-bot-sdk")
 
     def start(self) -> StandinServer:
         """Serve on a daemon thread and return at once."""
@@ -230,22 +236,22 @@ def _usable_openapi_dir(openapi_dir: Path | str | None) -> Path | None:
         try:
             openapi_dir = getattr(settings, "LINE_OPENAPI_DIR", None)
         except ImproperlyConfigured:
-            # Used outside Django (a plain script): no setting to read, so no validation.
+            # Used outside Django (a plain script): no setting to read, so line-bot-sdk's models.
             openapi_dir = None
     if openapi_dir is None:
         return None
     folder = Path(openapi_dir)
     if not openapi_dir_available(folder):
         logger.warning(
-            "LINE's OpenAPI descriptions are not in %s (LINE_OPENAPI_DIR): the LINE stand-in runs "
-            "without checking requests and webhook bodies against them.",
+            "LINE's OpenAPI descriptions are not in %s (LINE_OPENAPI_DIR): the LINE stand-in checks "
+            "requests and webhook bodies against line-bot-sdk's models instead.",
             folder,
         )
         return None
     try:
         openapi_preload(folder)
     except OpenAPIUnavailable as exc:
-        logger.warning("%s The LINE stand-in runs without validation.", exc)
+        logger.warning("%s The LINE stand-in checks against line-bot-sdk's models instead.", exc)
         return None
     return folder.resolve()
 

@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -70,9 +72,34 @@ class WebhookReceiver:
             return list(self.received)
 
 
+def raw_call(
+    standin: StandinServer,
+    method: str,
+    path: str,
+    *,
+    token: str,
+    body: Any = None,
+    headers: dict | None = None,
+) -> tuple[int, dict[str, Any]]:
+    """A request the SDK would refuse to build (its models check some limits client-side)."""
+    request = urllib.request.Request(  # noqa: S310 - loopback http URL of the stand-in
+        standin.base_url + path,
+        data=json.dumps(body).encode() if body is not None else None,
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})},
+    )
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(request, timeout=SDK_TIMEOUT) as response:
+            return response.status, json.loads(response.read() or b"{}")
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 @pytest.fixture
 def standin() -> Iterator[StandinServer]:
-    """The stand-in on a free loopback port, validating against LINE_OPENAPI_DIR when it exists."""
+    """The stand-in on a free loopback port, validating against LINE_OPENAPI_DIR when it exists and
+    against line-bot-sdk's models when it does not."""
     server = StandinServer(host="127.0.0.1", port=0).start()
     try:
         yield server

@@ -1,7 +1,9 @@
 """The stored LINE webhook payloads are what LINE sends, and the helpers that send them work.
 
-Each payload is checked twice, independently: against LINE's own OpenAPI description (`webhook.yml`) and
-by parsing it with the official SDK, the way the webhook reads it.
+Each payload is checked independently: against LINE's own OpenAPI description (`webhook.yml`, when
+LINE_OPENAPI_DIR has it), against line-bot-sdk's webhook models (generated from that description, so the
+check also runs on a clone without the folder), and by parsing it with the official SDK, the way the
+webhook reads it.
 """
 
 from __future__ import annotations
@@ -41,12 +43,14 @@ from linebot.v3.webhooks import (
 )
 
 from tests.channels_line.payloads import (
+    NOT_IN_SDK_MODELS,
     NOT_IN_SPEC,
     PAYLOADS_DIR,
     body_bytes,
     load_payload,
     payload_names,
     sign,
+    validate_against_sdk_webhook_models,
     validate_against_webhook_spec,
     webhook_spec_path,
 )
@@ -79,6 +83,7 @@ MESSAGE_CONTENT_CLASSES = {
 }
 
 IN_SPEC = [name for name in payload_names() if name not in NOT_IN_SPEC]
+IN_SDK_MODELS = [name for name in payload_names() if name not in NOT_IN_SDK_MODELS]
 SINGLE_EVENT = [
     name for name in payload_names() if name not in {"verify__empty", "batch__two_messages_same_user"}
 ]
@@ -113,7 +118,10 @@ def parse_with_sdk(payload: dict) -> list:
 def webhook_spec() -> Path:
     path = webhook_spec_path()
     if path is None:
-        pytest.skip(f"LINE OpenAPI descriptions not found at {settings.LINE_OPENAPI_DIR}")
+        pytest.skip(
+            f"webhook.yml is not in LINE_OPENAPI_DIR ({settings.LINE_OPENAPI_DIR}): this check is against "
+            "LINE's own description; the same payloads are checked against line-bot-sdk's webhook models"
+        )
     return path
 
 
@@ -143,6 +151,27 @@ def test_validator_checks_each_event_against_its_own_type(webhook_spec):
     del payload["events"][0]["message"]["quoteToken"]
 
     assert validate_against_webhook_spec(payload) == ["events/0/message: 'quoteToken' is a required property"]
+
+
+@pytest.mark.parametrize("name", IN_SDK_MODELS)
+def test_payload_is_valid_against_the_sdks_webhook_models(name):
+    assert validate_against_sdk_webhook_models(load_payload(name)) == []
+
+
+@pytest.mark.parametrize("name", sorted(NOT_IN_SDK_MODELS))
+def test_payload_outside_the_sdks_webhook_models_is_rejected_by_them(name):
+    [problem] = validate_against_sdk_webhook_models(load_payload(name))
+
+    assert problem.startswith("events[0].type: 'reaction' is not one of ")
+
+
+def test_sdk_models_check_each_event_against_its_own_type():
+    """As with webhook.yml: a text message without its required quoteToken fails, which checking only
+    the base `Event`/`MessageContent` models would let through."""
+    payload = load_payload("message_text__user")
+    del payload["events"][0]["message"]["quoteToken"]
+
+    assert validate_against_sdk_webhook_models(payload) == ["events[0].message.quoteToken: Must be specified"]
 
 
 @pytest.mark.parametrize("name", payload_names())
@@ -241,6 +270,11 @@ class TestLoadPayload:
 
     def test_fresh_payload_is_still_valid_against_the_description(self, webhook_spec):
         assert validate_against_webhook_spec(load_payload("message_sticker__animated", fresh=True)) == []
+
+    def test_fresh_payload_is_still_valid_against_the_sdk_models(self):
+        assert (
+            validate_against_sdk_webhook_models(load_payload("message_sticker__animated", fresh=True)) == []
+        )
 
     def test_stored_payload_is_the_same_without_fresh(self):
         stored = json.loads((PAYLOADS_DIR / "message_text__user.json").read_text(encoding="utf-8"))

@@ -60,6 +60,7 @@ from channels_line.openapi import (
     validate_messaging_request,
     validate_webhook_body,
 )
+from channels_line.sdk_validation import sdk_webhook_body_problems
 from channels_line.standin import StandinControl, StandinControlError, StandinServer
 from channels_line.standin.protocol import StandinRequest
 from channels_line.standin.server import _is_loopback
@@ -71,6 +72,7 @@ from tests.channels_line.standin_fixtures import (
     control,
     line_apis,
     line_channel,
+    raw_call,
     standin,
     webhook_receiver,
 )
@@ -80,9 +82,14 @@ from tests.conftest import wait_for
 __all__ = ["control", "line_apis", "line_channel", "standin", "webhook_receiver"]
 
 BASE_DIR = Path(__file__).resolve().parents[2]
+# For checks of the OpenAPI path itself (its helpers, its exact messages); the rest of the stand-in's
+# validation also runs without the folder, on line-bot-sdk's models (test_sdk_validation.py).
 needs_openapi = pytest.mark.skipif(
     not openapi_dir_available(),
-    reason=f"LINE's OpenAPI descriptions are not in LINE_OPENAPI_DIR ({settings.LINE_OPENAPI_DIR})",
+    reason=(
+        "checks the OpenAPI path itself, and LINE's OpenAPI descriptions are not in LINE_OPENAPI_DIR "
+        f"({settings.LINE_OPENAPI_DIR}); the line-bot-sdk fallback is tested in test_sdk_validation.py"
+    ),
 )
 
 
@@ -92,30 +99,6 @@ def text_push(user_id: str, text: str = "Your order has shipped") -> PushMessage
 
 def error_body(exc: ApiException) -> dict[str, Any]:
     return json.loads(exc.body)
-
-
-def raw_call(
-    standin: StandinServer,
-    method: str,
-    path: str,
-    *,
-    token: str,
-    body: Any = None,
-    headers: dict | None = None,
-) -> tuple[int, dict[str, Any]]:
-    """A request the SDK would refuse to build (its models check some limits client-side)."""
-    request = urllib.request.Request(  # noqa: S310 - loopback http URL of the stand-in
-        standin.base_url + path,
-        data=json.dumps(body).encode() if body is not None else None,
-        method=method,
-        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json", **(headers or {})},
-    )
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
-    try:
-        with opener.open(request, timeout=SDK_TIMEOUT) as response:
-            return response.status, json.loads(response.read() or b"{}")
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def customer_says(control: StandinControl, channel: LineChannel, text: str = "Hello") -> dict[str, Any]:
@@ -498,7 +481,9 @@ def test_the_openapi_helpers_report_what_breaks_the_spec():
     ]
 
 
-def test_the_stand_in_runs_without_the_openapi_folder_and_warns_once(settings, tmp_path, caplog):
+def test_without_the_openapi_folder_the_stand_in_validates_with_the_sdk_models_and_warns_once(
+    settings, tmp_path, caplog
+):
     settings.LINE_OPENAPI_DIR = tmp_path / "no-line-openapi"
 
     with caplog.at_level(logging.WARNING, logger="channels_line.standin"):
@@ -514,12 +499,28 @@ def test_the_stand_in_runs_without_the_openapi_folder_and_warns_once(settings, t
             token=channel["channel_access_token"],
             body={"to": user["user_id"], "messages": [{"type": "text", "text": "still works"}]},
         )
+        bad_status, bad_body = raw_call(
+            server,
+            "POST",
+            "/v2/bot/message/push",
+            token=channel["channel_access_token"],
+            body={"to": user["user_id"], "messages": [{"type": "sticker", "packageId": "446"}]},
+        )
+        health = control.health()
     finally:
         server.stop()
 
     assert status == 200
     assert len(body["sentMessages"]) == 1
-    assert not server.validates
+    assert (bad_status, bad_body["details"]) == (
+        400,
+        [{"message": "Must be specified", "property": "messages[0].stickerId"}],
+    )
+    assert (server.validates, server.validation, health["validation"]) == (
+        True,
+        "line-bot-sdk",
+        "line-bot-sdk",
+    )
     warnings = [record for record in caplog.records if "OpenAPI" in record.getMessage()]
     assert len(warnings) == 1
     assert str(tmp_path / "no-line-openapi") in warnings[0].getMessage()
@@ -763,6 +764,7 @@ def test_each_customer_action_becomes_the_event_line_sends_and_the_sdk_parses(
     assert ("replyToken" in event) == (name in REPLYABLE)
     assert len(event["webhookEventId"]) == 26
     assert event["mode"] == ("standby" if name == "standby_text" else "active")
+    assert sdk_webhook_body_problems(result["body"]) == []
     if openapi_dir_available():
         assert validate_webhook_body(result["body"]) == []
 
@@ -876,6 +878,8 @@ def test_the_management_command_serves_until_interrupted():
 
     assert process.returncode == 0
     assert f"LINE stand-in on http://127.0.0.1:{port}" in output
+    checked_against = "LINE's OpenAPI files" if openapi_dir_available() else "line-bot-sdk's models"
+    assert f"validating against {checked_against}" in output
 
 
 def _sign(secret: str, raw: str) -> str:

@@ -4,9 +4,12 @@ import base64
 import json
 import os
 import secrets
+import stat
 import subprocess
 import sys
 from pathlib import Path
+
+from cryptography.fernet import Fernet
 
 BASE_DIR = Path(__file__).resolve().parents[2]
 PRINT_SETTINGS = (
@@ -17,6 +20,11 @@ PRINT_SETTINGS = (
     " 'transport': settings.CELERY_BROKER_TRANSPORT_OPTIONS, 'debug': settings.DEBUG,"
     " 'hosts': settings.ALLOWED_HOSTS, 'public': settings.PUBLIC_BASE_URL,"
     " 'line_api': settings.LINE_API_BASE_URL, 'line_data': settings.LINE_API_DATA_BASE_URL}))"
+)
+
+PRINT_SECRETS = (
+    "import json, django; from django.conf import settings; django.setup();"
+    "print(json.dumps({'secret_key': settings.SECRET_KEY, 'field_keys': settings.FIELD_ENCRYPTION_KEYS}))"
 )
 
 
@@ -42,15 +50,15 @@ def run_python(code: str, env: dict[str, str], tmp_path: Path) -> subprocess.Com
     )
 
 
-def read_settings(env: dict[str, str], tmp_path: Path) -> dict:
-    result = run_python(PRINT_SETTINGS, env, tmp_path)
+def read_settings(env: dict[str, str], tmp_path: Path, code: str = PRINT_SETTINGS) -> dict:
+    result = run_python(code, env, tmp_path)
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
 def test_defaults_are_sqlite_in_wal_mode_and_a_filesystem_broker_under_var_dir(tmp_path):
     values = read_settings({"DEBUG": "true"}, tmp_path)
-    assert values["engine"] == "omnichannel.db.sqlite"  # Django's SQLite backend with a write lock
+    assert values["engine"] == "django.db.backends.sqlite3"  # Django's own backend, its own options
     assert values["name"] == str(tmp_path / "var" / "db.sqlite3")
     assert "journal_mode=WAL" in values["options"]["init_command"]
     assert values["options"]["transaction_mode"] == "IMMEDIATE"
@@ -119,3 +127,41 @@ def test_check_deploy_is_clean_with_debug_off(tmp_path):
     result = run_python(code, {"DEBUG": "false", **fresh_keys()}, tmp_path)
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+def test_debug_without_keys_makes_a_secret_key_and_an_encryption_key_for_this_install(tmp_path):
+    values = read_settings({"DEBUG": "true"}, tmp_path, PRINT_SECRETS)
+
+    secret_file = tmp_path / "var" / "secret.key"
+    field_file = tmp_path / "var" / "field-encryption.key"
+    assert values["secret_key"] == secret_file.read_text().strip()
+    assert len(values["secret_key"]) >= 50
+    assert values["field_keys"] == [field_file.read_text().strip()]
+    Fernet(values["field_keys"][0])  # a valid Fernet key
+    for made in (secret_file, field_file):
+        assert stat.S_IMODE(made.stat().st_mode) == 0o600
+    assert sorted(path.name for path in (tmp_path / "var").iterdir() if path.is_file()) == [
+        "field-encryption.key",
+        "secret.key",
+    ]  # no draft left behind
+
+
+def test_debug_keeps_the_keys_it_made_across_restarts(tmp_path):
+    first = read_settings({"DEBUG": "true"}, tmp_path, PRINT_SECRETS)
+    second = read_settings({"DEBUG": "true"}, tmp_path, PRINT_SECRETS)
+    assert second == first
+
+
+def test_debug_installs_in_different_var_dirs_get_different_keys(tmp_path):
+    one = read_settings({"DEBUG": "true", "VAR_DIR": str(tmp_path / "one")}, tmp_path, PRINT_SECRETS)
+    two = read_settings({"DEBUG": "true", "VAR_DIR": str(tmp_path / "two")}, tmp_path, PRINT_SECRETS)
+    assert one["secret_key"] != two["secret_key"]
+    assert one["field_keys"] != two["field_keys"]
+
+
+def test_keys_from_the_environment_win_and_no_key_file_is_made(tmp_path):
+    keys = fresh_keys()
+    values = read_settings({"DEBUG": "true", **keys}, tmp_path, PRINT_SECRETS)
+    assert values == {"secret_key": keys["SECRET_KEY"], "field_keys": [keys["FIELD_ENCRYPTION_KEYS"]]}
+    assert not (tmp_path / "var" / "secret.key").exists()
+    assert not (tmp_path / "var" / "field-encryption.key").exists()

@@ -60,10 +60,13 @@ class Command(BaseCommand):
             reply_token_ttl_seconds=options["reply_token_ttl"],
             webhook_timeout_seconds=options["webhook_timeout"],
         )
-        validation = "on" if server.validates else "off (LINE_OPENAPI_DIR not found)"
+        if server.validation == "openapi":
+            validation = f"against LINE's OpenAPI files in {server.openapi_dir}"
+        else:
+            validation = "against line-bot-sdk's models (LINE_OPENAPI_DIR not found)"
         self.stdout.write(
             f"LINE stand-in on {server.base_url}  (phone page: {server.base_url}/, "
-            f"control API: {server.base_url}/_standin/, OpenAPI validation {validation}). Ctrl-C stops."
+            f"control API: {server.base_url}/_standin/, validating {validation}). Ctrl-C stops."
         )
         self.stdout.flush()
         if options["channels_file"]:
