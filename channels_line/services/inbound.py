@@ -519,12 +519,14 @@ def _events_process_locked(
 ) -> list[LineWebhookEvent]:
     """Process events in one transaction; returns those processed (or failed) by this call."""
     with transaction.atomic():
-        locked = {
-            row.pk: row
-            for row in LineWebhookEvent.objects.select_for_update()
+        # Still pending, under a row lock: another worker processing a copy of the task waits here,
+        # then skips them. Their tries as they are now (the events were read before the lock).
+        attempts = dict(
+            LineWebhookEvent.objects.select_for_update()
             .filter(pk__in=[e.pk for e in events], state=EventState.PENDING)
             .order_by("pk")
-        }
+            .values_list("pk", "attempts")
+        )
         _conversations_lock(events)
         threads: dict[object, set[str]] = {}
         for event in events:
@@ -537,9 +539,9 @@ def _events_process_locked(
         token = _known_conversations.set(known)
         try:
             done = [
-                _event_process(row, event, profiles, known)
+                _event_process(event, attempts[event.pk], profiles, known)
                 for event in events
-                if (row := locked.get(event.pk)) is not None
+                if event.pk in attempts
             ]
         finally:
             _known_conversations.reset(token)
@@ -562,36 +564,35 @@ def _conversations_touch(events: list[LineWebhookEvent]) -> None:
 
 
 def _event_process(
-    row: LineWebhookEvent,
     event: LineWebhookEvent,
+    attempts: int,
     profiles: dict[ProfileKey, SocialProfile | None],
     known: dict[object, dict[str, Conversation | None]],
 ) -> LineWebhookEvent:
-    """One event, locked (`row`), in a savepoint of its own: a failure is recorded on the row."""
-    row.messaging_account = event.messaging_account
-    row.attempts += 1
+    """One locked event, in a savepoint of its own: a failure is recorded on the event."""
+    event.attempts = attempts + 1
     try:
         with transaction.atomic():
-            message = HANDLERS.get(row.event_type, _handle_other)(row, profiles[_profile_key(event)])
+            message = HANDLERS.get(event.event_type, _handle_other)(event, profiles[_profile_key(event)])
     except Exception as exc:
         logger.exception(
             "LINE event processing failed account=%s event=%s attempt=%s",
-            row.messaging_account_id,
-            row.webhook_event_id,
-            row.attempts,
+            event.messaging_account_id,
+            event.webhook_event_id,
+            event.attempts,
         )
         # The savepoint undid what the event did: conversations it created or reopened included.
         known.clear()
-        row.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
-        if row.attempts >= MAX_ATTEMPTS or not isinstance(exc, TRANSIENT_ERRORS):
-            row.state = EventState.FAILED
+        event.last_error = f"{exc.__class__.__name__}: {exc}"[:2000]
+        if event.attempts >= MAX_ATTEMPTS or not isinstance(exc, TRANSIENT_ERRORS):
+            event.state = EventState.FAILED
     else:
-        row.state = EventState.PROCESSED
-        row.processed_at = timezone.now()
-        row.last_error = ""
-        row.message = message
-        row.conversation = message.conversation if message else None
-    return row
+        event.state = EventState.PROCESSED
+        event.processed_at = timezone.now()
+        event.last_error = ""
+        event.message = message
+        event.conversation = message.conversation if message else None
+    return event
 
 
 def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
