@@ -501,7 +501,7 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     are fetched first, outside the transactions, so that no lock is held while LINE is called.
     Running it twice changes nothing: processed events are skipped under a row lock."""
     events = list(
-        LineWebhookEvent.objects.select_related("messaging_account__line")
+        LineWebhookEvent.objects.select_related("messaging_account")
         .filter(pk__in=list(event_pks), state=EventState.PENDING)
         .order_by("line_timestamp", "id")
     )
