@@ -15,6 +15,7 @@ import math
 import re
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from django.db import connection
@@ -84,15 +85,25 @@ def _storable(value: object) -> tuple[object, bool]:
     return root[0], altered
 
 
-def webhook_events(body: bytes) -> list[tuple[dict, str]]:
-    """The events of a signed webhook body, each as (storable event, the event as signed when it
-    had to be altered to be stored, else ""). Raises UnreadableBody for a body that is not a JSON
-    object with a list of event objects (nesting too deep to parse included)."""
+@dataclass(frozen=True)
+class SignedEvent:
+    """One event of a signed body: as it can be stored, its key, and, when storing it needed
+    changes, the event exactly as signed (ASCII JSON text)."""
+
+    event: dict
+    webhook_event_id: str
+    as_signed: str
+
+
+def webhook_events(body: bytes) -> list[SignedEvent]:
+    """The events of a signed webhook body. Raises UnreadableBody for a body that is not UTF-8 JSON
+    (as LINE sends) holding an object with a list of event objects under "events" (nesting too
+    deep to parse included)."""
     try:
-        document = json.loads(body)
+        document = json.loads(body.decode("utf-8"))
     except RecursionError:
         raise UnreadableBody("nested too deeply to be read") from None
-    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an over-long integer
+    except ValueError as exc:  # not UTF-8, JSONDecodeError, an over-long integer
         raise UnreadableBody(f"not JSON: {exc}") from None
     events = document.get("events") if isinstance(document, dict) else None
     if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
@@ -100,9 +111,26 @@ def webhook_events(body: bytes) -> list[tuple[dict, str]]:
     result = []
     for event in events:
         storable, altered = _storable(event)
-        as_signed = json.dumps(event, ensure_ascii=True) if altered else ""
-        result.append((storable, as_signed))
+        result.append(
+            SignedEvent(
+                event=storable,  # type: ignore[arg-type]
+                webhook_event_id=_event_id(event),
+                as_signed=json.dumps(event, ensure_ascii=True) if altered else "",
+            )
+        )
     return result
+
+
+def _event_id(event: dict) -> str:
+    """The key that stores an event once: its webhookEventId (LINE's are 26-character ULIDs), or,
+    for one that is missing, over-long or not storable as it is, a digest of it as signed (of the
+    whole event when it has no ID): distinct signed events never share a key, and a redelivery
+    gets the same one."""
+    event_id = event.get("webhookEventId")
+    if isinstance(event_id, str) and 0 < len(event_id) <= 64 and not UNSTORABLE_CHARACTERS.search(event_id):
+        return event_id
+    signed = json.dumps(event_id if event_id is not None else event, ensure_ascii=True, sort_keys=True)
+    return "sha256:" + hashlib.sha256(signed.encode()).hexdigest()[:57]  # the column holds 64
 
 
 def _timestamp(value: object) -> datetime.datetime:
@@ -112,27 +140,19 @@ def _timestamp(value: object) -> datetime.datetime:
         return timezone.now()
 
 
-def _event_id(event: dict) -> str:
-    # LINE always sends webhookEventId; should one be missing, a digest of the event still
-    # deduplicates its redeliveries.
-    event_id = event.get("webhookEventId")
-    if isinstance(event_id, str) and event_id:
-        return event_id[:64]
-    return "sha256:" + hashlib.sha256(json.dumps(event, sort_keys=True).encode()).hexdigest()[:57]
-
-
 def _text(value: object, limit: int) -> str:
     return value[:limit] if isinstance(value, str) else ""
 
 
-def event_row(*, account_id: uuid.UUID | str, event: dict, as_signed: str = "") -> EventRow:
+def event_row(*, account_id: uuid.UUID | str, signed: SignedEvent) -> EventRow:
     """The row that stores one webhook event (its raw JSON and the fields processing looks up)."""
+    event = signed.event
     source = event.get("source") if isinstance(event.get("source"), dict) else {}
     mode = _text(event.get("mode"), 10)
     delivery = event.get("deliveryContext") if isinstance(event.get("deliveryContext"), dict) else {}
     return {
         "messaging_account_id": account_id,
-        "webhook_event_id": _event_id(event),
+        "webhook_event_id": signed.webhook_event_id,
         "event_type": _text(event.get("type"), 40),
         "mode": mode,
         "source_type": _text(source.get("type"), 10),
@@ -142,7 +162,7 @@ def event_row(*, account_id: uuid.UUID | str, event: dict, as_signed: str = "") 
         "line_timestamp": _timestamp(event.get("timestamp")),
         "is_redelivery": delivery.get("isRedelivery") is True,
         "raw": event,
-        "raw_as_signed": as_signed,
+        "raw_as_signed": signed.as_signed,
         # Standby events are kept but never answered: their reply token is not kept.
         "reply_token": _text(event.get("replyToken"), 100) if mode != "standby" else "",
     }

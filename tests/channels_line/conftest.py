@@ -60,6 +60,22 @@ def post_webhook(
     )
 
 
+@pytest.fixture
+def enqueued(monkeypatch) -> list[list[int]]:
+    """What the webhook intake queues for processing, after its commit, kept here instead of sent
+    (for tests where no worker runs)."""
+    from channels_line.services import intake
+
+    calls: list[list[int]] = []
+
+    def capture(pks) -> bool:
+        calls.append(list(pks))
+        return True
+
+    monkeypatch.setattr(intake, "processing_enqueue", capture)
+    return calls
+
+
 @pytest.fixture(autouse=True)
 def _fresh_webhook_account_cache():
     from channels_line.services.intake import webhook_account_cache_clear

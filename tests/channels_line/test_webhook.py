@@ -27,19 +27,8 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.fixture(autouse=True)
-def enqueued(monkeypatch) -> list[list[int]]:
-    """What the intake queues for processing, after its commit, kept here instead of sent: no worker
-    runs in these tests."""
-    from channels_line.services import intake
-
-    calls: list[list[int]] = []
-
-    def capture(pks) -> bool:
-        calls.append(list(pks))
-        return True
-
-    monkeypatch.setattr(intake, "processing_enqueue", capture)
-    return calls
+def _queued_for_processing_captured(enqueued):
+    """What the intake queues for processing is kept in `enqueued` (no worker runs here)."""
 
 
 def test_the_consoles_verify_request_is_answered_200_and_stores_nothing(client, line_account):
