@@ -67,6 +67,14 @@ def line_events_sweep() -> None:
         logger.info("LINE events sweep enqueued %s pending events", count)
 
 
+@shared_task(ignore_result=True)
+def line_attachments_sweep() -> None:
+    """Queue again the media downloads whose enqueue or worker was lost."""
+    count = services.line_attachments_sweep()
+    if count:
+        logger.info("LINE attachments sweep queued %s downloads", count)
+
+
 @shared_task(bind=True, acks_late=True, ignore_result=True, max_retries=3)
 def line_conversation_mark_read(self, conversation_pk: int) -> None:
     """Send LINE's "read" mark for a conversation (outbound queue)."""

@@ -234,10 +234,16 @@ class Message(models.Model):
         ]
         indexes = [
             models.Index(fields=["conversation", "sent_at", "id"]),
+            # The deliveries sweep's two queries, one partial index each.
             models.Index(
                 fields=["delivery_due_at"],
-                name="message_delivery_open_idx",
-                condition=Q(delivery_state__in=["pending", "sending"]),
+                name="message_delivery_pending_idx",
+                condition=Q(delivery_state="pending"),
+            ),
+            models.Index(
+                fields=["delivery_due_at"],
+                name="message_delivery_sending_idx",
+                condition=Q(delivery_state="sending"),
             ),
         ]
 

@@ -11,7 +11,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .channels import channel_for
@@ -223,7 +223,6 @@ def _retryable(*, now: datetime.datetime) -> Q:
     one whose attempt has outlived DELIVERY_SENDING_TIMEOUT_SECONDS)."""
     return (
         Q(delivery_state=DeliveryState.FAILED)
-        | Q(delivery_state=DeliveryState.PENDING, delivery_due_at__isnull=True)
         | Q(delivery_state=DeliveryState.PENDING, delivery_due_at__lt=now - _sweep_after())
         | Q(
             delivery_state=DeliveryState.SENDING,
@@ -244,10 +243,15 @@ def message_retry(*, message: Message) -> Message:
     now = timezone.now()
     with transaction.atomic():
         updated = Message.objects.filter(_retryable(now=now), pk=message.pk).update(
-            # An agent's decision: a reply in doubt is sent again (as a push, with the retry key).
             delivery_state=DeliveryState.PENDING,
             delivery_error="",
-            delivery_method="",
+            delivery_attempts=0,
+            # A failed message's reason was shown: sending it again is the agent's decision (a reply
+            # in doubt goes as a push, with the retry key). A stuck one keeps its method, so that a
+            # reply in doubt fails with that reason first.
+            delivery_method=Case(
+                When(delivery_state=DeliveryState.FAILED, then=Value("")), default=F("delivery_method")
+            ),
             delivery_due_at=now,
         )
         if not updated:
@@ -267,13 +271,13 @@ def message_deliveries_sweep(*, now: datetime.datetime | None = None) -> int:
     how many were queued."""
     now = now or timezone.now()
     stuck_since = now - datetime.timedelta(seconds=settings.DELIVERY_SENDING_TIMEOUT_SECONDS)
-    Message.objects.filter(
-        direction=Direction.OUTBOUND, delivery_state=DeliveryState.SENDING, delivery_due_at__lt=stuck_since
-    ).update(delivery_state=DeliveryState.PENDING, delivery_due_at=now - _sweep_after())
+    Message.objects.filter(delivery_state=DeliveryState.SENDING, delivery_due_at__lt=stuck_since).update(
+        delivery_state=DeliveryState.PENDING, delivery_due_at=now - _sweep_after()
+    )
     overdue = list(
         Message.objects.select_related("conversation__messaging_account")
-        .filter(direction=Direction.OUTBOUND, delivery_state=DeliveryState.PENDING)
-        .filter(Q(delivery_due_at__isnull=True) | Q(delivery_due_at__lte=now - _sweep_after()))
+        .filter(delivery_state=DeliveryState.PENDING, delivery_due_at__lte=now - _sweep_after())
+        .filter(direction=Direction.OUTBOUND)
         .order_by("delivery_due_at", "pk")
     )
     for message in overdue:

@@ -96,40 +96,122 @@ class SignedEvent:
 
 
 def webhook_events(body: bytes) -> list[SignedEvent]:
-    """The events of a signed webhook body. Raises UnreadableBody for a body that is not UTF-8 JSON
-    (as LINE sends) holding an object with a list of event objects under "events" (nesting too
-    deep to parse included)."""
+    """The events of a signed webhook body, every one of them: an entry that is not an object, or
+    one nested too deeply to be read, is kept as an event of its own (flagged, its text as signed).
+    Raises UnreadableBody for a body that is not UTF-8 JSON (as LINE sends) holding an object with a
+    list under "events"."""
     try:
-        document = json.loads(body.decode("utf-8"))
+        text = body.decode("utf-8")
+        document = json.loads(text)
     except RecursionError:
-        raise UnreadableBody("nested too deeply to be read") from None
+        return _events_one_by_one(text)
     except ValueError as exc:  # not UTF-8, JSONDecodeError, an over-long integer
         raise UnreadableBody(f"not JSON: {exc}") from None
     events = document.get("events") if isinstance(document, dict) else None
-    if not isinstance(events, list) or not all(isinstance(event, dict) for event in events):
-        raise UnreadableBody('no list of event objects under "events"')
-    result = []
-    for event in events:
-        storable, altered = _storable(event)
-        result.append(
-            SignedEvent(
-                event=storable,  # type: ignore[arg-type]
-                webhook_event_id=_event_id(event),
-                as_signed=json.dumps(event, ensure_ascii=True) if altered else "",
-            )
+    if not isinstance(events, list):
+        raise UnreadableBody('no list of events under "events"')
+    return [_signed_event(event) for event in events]
+
+
+def _signed_event(event: object, *, unread_text: str = "") -> SignedEvent:
+    if unread_text:
+        # Nested too deeply for the JSON parser: kept as text, with a key of its own.
+        key = "sha256:" + hashlib.sha256(unread_text.encode()).hexdigest()[:57]
+        return SignedEvent(
+            event={"webhookEventId": key, "unread": "nested too deeply to be read"},
+            webhook_event_id=key,
+            as_signed=unread_text.encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00"),
         )
-    return result
+    if not isinstance(event, dict):
+        storable, _ = _storable({"notAnObject": event})
+        return SignedEvent(
+            event=storable,  # type: ignore[arg-type]
+            webhook_event_id=_event_id({"notAnObject": event}),
+            as_signed=json.dumps(event, ensure_ascii=True),
+        )
+    storable, altered = _storable(event)
+    return SignedEvent(
+        event=storable,  # type: ignore[arg-type]
+        webhook_event_id=_event_id(event),
+        as_signed=json.dumps(event, ensure_ascii=True) if altered else "",
+    )
+
+
+_EVENTS_ARRAY = re.compile(r'^\s*\{.*?"events"\s*:\s*\[', re.DOTALL)
+_DECODER = json.JSONDecoder()
+
+
+def _events_one_by_one(text: str) -> list[SignedEvent]:
+    """The events of a body too deeply nested for the JSON parser as a whole: each entry of its
+    "events" list read on its own, an entry that is itself too deep kept as text. Raises
+    UnreadableBody when the list cannot be found or an entry is not JSON."""
+    found = _EVENTS_ARRAY.match(text)
+    if found is None:
+        raise UnreadableBody("nested too deeply to be read")
+    events: list[SignedEvent] = []
+    position = found.end()
+    while True:
+        position = _skip_space(text, position)
+        if text.startswith("]", position) and not events:
+            return events
+        try:
+            event, end = _DECODER.raw_decode(text, position)
+            events.append(_signed_event(event))
+        except RecursionError:
+            end = _value_end(text, position)
+            events.append(_signed_event(None, unread_text=text[position:end]))
+        except ValueError as exc:
+            raise UnreadableBody(f"nested too deeply, and an event is not JSON: {exc}") from None
+        position = _skip_space(text, end)
+        if text.startswith(",", position):
+            position += 1
+        elif text.startswith("]", position):
+            return events
+        else:
+            raise UnreadableBody("nested too deeply, and the events list is not JSON")
+
+
+def _skip_space(text: str, position: int) -> int:
+    while position < len(text) and text[position] in " \t\r\n":
+        position += 1
+    return position
+
+
+def _value_end(text: str, position: int) -> int:
+    """Where the JSON array or object starting at `position` ends (strings skipped), without
+    parsing it."""
+    depth = 0
+    in_string = escaped = False
+    for index in range(position, len(text)):
+        character = text[index]
+        if in_string:
+            if escaped:
+                escaped = False
+            elif character == "\\":
+                escaped = True
+            elif character == '"':
+                in_string = False
+        elif character == '"':
+            in_string = True
+        elif character in "[{":
+            depth += 1
+        elif character in "]}":
+            depth -= 1
+            if depth == 0:
+                return index + 1
+    raise UnreadableBody("nested too deeply, and an event never ends")
 
 
 def _event_id(event: dict) -> str:
-    """The key that stores an event once: its webhookEventId (LINE's are 26-character ULIDs), or,
-    for one that is missing, over-long or not storable as it is, a digest of it as signed (of the
-    whole event when it has no ID): distinct signed events never share a key, and a redelivery
-    gets the same one."""
+    """The key that stores an event once: its webhookEventId (LINE's are 26-character ULIDs) when
+    it is a string that can be stored as it is; else a digest of the event as signed, without its
+    delivery context (which a redelivery changes): distinct signed events never share a key, and a
+    redelivery gets the same one."""
     event_id = event.get("webhookEventId")
     if isinstance(event_id, str) and 0 < len(event_id) <= 64 and not UNSTORABLE_CHARACTERS.search(event_id):
         return event_id
-    signed = json.dumps(event_id if event_id is not None else event, ensure_ascii=True, sort_keys=True)
+    content = {key: value for key, value in event.items() if key != "deliveryContext"}
+    signed = json.dumps(content, ensure_ascii=True, sort_keys=True)
     return "sha256:" + hashlib.sha256(signed.encode()).hexdigest()[:57]  # the column holds 64
 
 

@@ -17,7 +17,6 @@ from contextvars import ContextVar
 from django.conf import settings
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
 from omnichannel.models import (
@@ -103,12 +102,13 @@ def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
     try:
         with line_client(profile.messaging_account.line.channel_access_token) as client, line_errors():
             info = client.api.get_profile(profile.external_id, _request_timeout=client.timeout)
-    except LineApiError as error:
+    except Exception as error:  # LINE's refusal, or anything else: the events go on without it
         logger.warning(
             "LINE profile fetch failed account=%s user=%s error=%s",
             profile.messaging_account_id,
             profile.external_id,
             error,
+            exc_info=not isinstance(error, LineApiError),
         )
         profile.profile_attempted_at = timezone.now()
         profile.save(update_fields=["profile_attempted_at"])
@@ -677,8 +677,11 @@ def line_attachment_fetch(*, attachment_pk: int) -> float | None:
     line = message.conversation.messaging_account.line
     cap = settings.LINE_MEDIA_MAX_BYTES
     attempts = attachment.fetch_attempts + 1
-    final_attempt = attempts >= CONTENT_MAX_ATTEMPTS
-    Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attempts)
+    if attempts > CONTENT_MAX_ATTEMPTS:  # every try ended without an outcome (workers lost)
+        return _attachment_failed(attachment_pk, f"Gave up after {attachment.fetch_attempts} attempts.")
+    final_attempt = attempts == CONTENT_MAX_ATTEMPTS
+    # Started now: the sweep leaves it alone for QUEUE_SWEEP_AFTER_SECONDS.
+    Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attempts, fetch_due_at=timezone.now())
     try:
         with line_client(line.channel_access_token) as client, line_errors():
             response = client.blob.get_message_content_with_http_info(
@@ -723,9 +726,8 @@ def line_attachments_sweep(*, now: datetime.datetime | None = None) -> int:
     now = now or timezone.now()
     overdue = list(
         Attachment.objects.filter(
-            Q(fetch_due_at__isnull=True)
-            | Q(fetch_due_at__lte=now - datetime.timedelta(seconds=settings.QUEUE_SWEEP_AFTER_SECONDS)),
             state=AttachmentState.PENDING,
+            fetch_due_at__lte=now - datetime.timedelta(seconds=settings.QUEUE_SWEEP_AFTER_SECONDS),
             message__conversation__messaging_account__channel_type=ChannelType.LINE,
         )
         .order_by("pk")

@@ -41,6 +41,8 @@ TEXT_MAX = 5000
 MESSAGES_PER_REQUEST = 5
 # LINE says "about one minute"; keep a margin for the time the message spends in the queue.
 REPLY_TOKEN_MAX_AGE = datetime.timedelta(seconds=50)
+# Attempts of one delivery, its retries and the sweep's included; an agent's retry starts again.
+DELIVERY_MAX_ATTEMPTS = 10
 REPLY_IN_DOUBT = (
     "The reply may have reached the customer, so it is not sent again automatically: check with the "
     "customer, then send it again if needed."
@@ -162,6 +164,9 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
         # Stored data that LINE's message objects refuse (the SDK's pydantic ValidationError is a
         # ValueError): no retry can help, and the message must not stay "sending" for ever.
         raise LineApiError(None, f"The message cannot be sent to LINE: {exc}", permanent=True) from exc
+    if message.delivery_attempts >= DELIVERY_MAX_ATTEMPTS:
+        # Every attempt ended without an answer (workers lost, or an error no retry passed).
+        raise LineApiError(None, f"Gave up after {message.delivery_attempts} attempts.", permanent=True)
     if message.delivery_method == "reply":
         # The last attempt was a reply whose worker was lost during the call (the sweep took it up):
         # it may have reached the customer, and a reply has no retry key. An agent decides.
@@ -194,7 +199,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
                     method = "reply"
                     continue
                 except LineApiError as error:
-                    if error.may_have_arrived:
+                    if error.may_have_arrived or (error.status or 0) >= 500:
                         # A reply has no retry key, and its token is spent if LINE took it: pushing
                         # now could give the customer the message twice. An agent decides.
                         raise LineApiError(None, f"{error}. {REPLY_IN_DOUBT}", permanent=True) from error

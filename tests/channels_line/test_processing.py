@@ -23,7 +23,19 @@ from omnichannel.models import (
 from omnichannel.services import conversation_close
 from tests.channels_line.payloads import body_bytes, load_payload, sign
 
-pytestmark = pytest.mark.django_db
+# The production path: every transaction commits (no test transaction around them), and what is
+# queued after a commit is captured instead of sent (no worker runs here: test_end_to_end.py).
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture(autouse=True)
+def downloads(monkeypatch, enqueued) -> list[int]:
+    """The media downloads queued after processing's commits, kept here instead of sent."""
+    from channels_line.tasks import line_message_content_fetch
+
+    queued: list[int] = []
+    monkeypatch.setattr(line_message_content_fetch, "delay", queued.append)
+    return queued
 
 
 def receive(account, payload) -> list[LineWebhookEvent]:
@@ -125,14 +137,12 @@ def test_a_location_keeps_title_address_and_coordinates(line_account):
         assert message.payload[key] == event.raw["message"][key]
 
 
-def test_an_image_from_line_waits_for_download(line_account, django_capture_on_commit_callbacks):
-    with django_capture_on_commit_callbacks(execute=False) as callbacks:
-        process(line_account, "message_image__line_provider", fresh=True)
+def test_an_image_from_line_waits_for_download(line_account, downloads):
+    process(line_account, "message_image__line_provider", fresh=True)
     attachment = Message.objects.get().attachments.get()
     assert attachment.state == AttachmentState.PENDING
     assert attachment.fetch_due_at is not None  # due now: the sweep queues it should the enqueue be lost
-    # The content download, queued after the commit.
-    assert [cb for cb in callbacks if "_attachment_create" in getattr(cb, "__qualname__", "")]
+    assert downloads == [attachment.pk]  # the content download, queued after the commit
 
 
 def test_an_image_from_an_external_provider_is_recorded_by_url(line_account):
@@ -256,17 +266,17 @@ def test_a_profile_is_created_even_when_line_cannot_be_reached(line_account):
     assert profile.profile_fetched_at is None  # fetched again on the next event
 
 
-def test_the_sweep_enqueues_old_pending_events_once(line_account, django_capture_on_commit_callbacks):
+def test_the_sweep_enqueues_old_pending_events_once(line_account, enqueued):
     (event,) = receive(line_account, load_payload("message_text__user", fresh=True))
     LineWebhookEvent.objects.filter(pk=event.pk).update(
         received_at=timezone.now() - datetime.timedelta(minutes=5)
     )
     assert line_events_sweep() == 1
+    assert enqueued[-1] == [event.pk]
     assert line_events_sweep() == 0  # swept recently: not again yet
     assert LineWebhookEvent.objects.get().enqueued_at is not None
 
 
-@pytest.mark.django_db(transaction=True)
 def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conversation(line_account):
     if connection.vendor == "sqlite":
         pass  # SQLite serialises writers (IMMEDIATE transactions); the race still runs through the code.
@@ -299,7 +309,6 @@ def test_concurrent_first_messages_of_a_new_user_give_one_profile_and_one_conver
     assert Message.objects.count() == 6
 
 
-@pytest.mark.django_db(transaction=True)
 def test_two_workers_with_crossing_customers_each_process_their_batch_at_the_first_try(line_account):
     """Worker 1 has customer A's message then B's, worker 2 B's then A's, all first contacts. Taking
     the conversations one by one in that order deadlocked on PostgreSQL (each waiting for the

@@ -14,7 +14,6 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -564,12 +563,10 @@ def test_a_hang_makes_the_sdk_timeout_fire_and_the_push_still_lands_once(
     control.fault_add("/v2/bot/message/push", delay_seconds=2.0)
     retry_key = str(uuid.uuid4())
 
-    started = time.monotonic()
-    with pytest.raises(urllib3.exceptions.ReadTimeoutError):
+    with pytest.raises(urllib3.exceptions.ReadTimeoutError):  # the client gave up before the answer
         line_apis.messaging.push_message(
             text_push(line_channel.user_id), x_line_retry_key=retry_key, _request_timeout=0.5
         )
-    assert time.monotonic() - started < 1.8
 
     # LINE may still accept a request whose answer never arrived: the retry key keeps it single.
     wait_for(

@@ -92,10 +92,11 @@ class TestDeliveriesSweep:
         retrying = _pending_outbound()  # a retry's backoff: due later
         Message.objects.filter(pk=retrying.pk).update(delivery_due_at=timezone.now() + LONG_AGO)
 
-        assert message_deliveries_sweep() == 1
+        now = timezone.now()
+        assert message_deliveries_sweep(now=now) == 1
         assert queued["deliveries"] == [overdue.pk]
         overdue.refresh_from_db()
-        assert overdue.delivery_due_at > timezone.now() - datetime.timedelta(seconds=5)
+        assert overdue.delivery_due_at == now  # queued now: overdue again only after the sweep delay
 
     def test_a_message_sending_past_its_timeout_goes_back_to_pending_and_is_queued(self, queued, settings):
         settings.DELIVERY_SENDING_TIMEOUT_SECONDS = 120
@@ -124,16 +125,26 @@ class TestDeliveriesSweep:
 class TestAgentRetry:
     @pytest.mark.parametrize("state", [DeliveryState.PENDING, DeliveryState.SENDING])
     def test_an_agent_sends_again_a_message_stuck_pending_or_sending(self, queued, state):
-        stuck = _pending_outbound(delivery_method="reply")
+        stuck = _pending_outbound(delivery_method="push", delivery_attempts=10)
         Message.objects.filter(pk=stuck.pk).update(
             delivery_state=state, delivery_due_at=timezone.now() - LONG_AGO
         )
 
         retried = message_retry(message=stuck)
 
-        assert retried.delivery_state == DeliveryState.PENDING
-        assert retried.delivery_method == ""  # the agent's decision: sent as a push, with the retry key
+        assert (retried.delivery_state, retried.delivery_attempts) == (DeliveryState.PENDING, 0)
         assert queued["deliveries"] == [stuck.pk]
+
+    def test_a_stuck_reply_sent_again_keeps_its_doubt_so_that_it_fails_with_that_reason_first(self, queued):
+        stuck = _pending_outbound(delivery_method="reply")
+        Message.objects.filter(pk=stuck.pk).update(
+            delivery_state=DeliveryState.SENDING, delivery_due_at=timezone.now() - LONG_AGO
+        )
+        assert message_retry(message=stuck).delivery_method == "reply"
+
+    def test_a_failed_message_sent_again_is_the_agents_decision_and_goes_as_a_push(self, queued):
+        failed = MessageFactory(failed=True, delivery_method="reply")
+        assert message_retry(message=failed).delivery_method == ""
 
     def test_a_message_whose_delivery_is_under_way_cannot_be_sent_again(self, queued):
         from django.core.exceptions import ValidationError

@@ -313,16 +313,64 @@ def test_deep_nesting_inside_an_event_is_kept_as_json_text_below_the_depth_limit
     assert stored.raw_as_signed.startswith("{")
 
 
-def test_a_signed_body_nested_too_deeply_to_read_gets_400_and_is_kept_as_rejected(client, line_account):
-    events = _signed_text_events("first", "__SECOND__")
-    body = _body(events, raw_text_of_second="[" * 2000 + "]" * 2000)
+def test_an_event_nested_too_deeply_to_read_is_kept_as_text_and_the_others_as_usual(
+    client, line_account, enqueued
+):
+    events = _signed_text_events("first", "__SECOND__", "third")
+    deep = "[" * 2000 + "]" * 2000
+    body = _body(events, raw_text_of_second=deep)
+    response = post_webhook(client, line_account, body)
+
+    assert response.status_code == 200
+    assert response.json() == {"status": "ok", "stored": 3, "duplicates": 0}
+    stored = list(LineWebhookEvent.objects.order_by("id"))
+    assert [e.raw["message"]["text"] for e in (stored[0], stored[2])] == ["first", "third"]
+    # The deep one is the whole event that held it: kept as text, flagged by raw_as_signed.
+    assert stored[1].raw["unread"] == "nested too deeply to be read"
+    assert deep in stored[1].raw_as_signed and stored[1].raw_as_signed.startswith("{")
+    assert len(enqueued[0]) == 3
+    assert post_webhook(client, line_account, body).json()["duplicates"] == 3  # a redelivery
+
+
+def test_an_entry_of_the_events_list_that_is_not_an_object_is_kept_as_an_event(client, line_account):
+    events = [*_signed_text_events("first"), 5, "x", None]
+    response = post_webhook(client, line_account, _body(events))
+
+    assert response.json() == {"status": "ok", "stored": 4, "duplicates": 0}
+    odd = list(LineWebhookEvent.objects.order_by("id"))[1:]
+    assert [e.raw["notAnObject"] for e in odd] == [5, "x", None]
+    assert [e.raw_as_signed for e in odd] == ["5", '"x"', "null"]
+
+
+def test_a_signed_body_nested_too_deeply_outside_its_events_still_has_its_events_read(client, line_account):
+    event = json.dumps(_signed_text_events("kept")[0]).encode()
+    body = b'{"destination": ' + b"[" * 2000 + b"]" * 2000 + b', "events": [' + event + b"]}"
+    assert post_webhook(client, line_account, body).json()["stored"] == 1
+    assert LineWebhookEvent.objects.get().raw["message"]["text"] == "kept"
+
+
+def test_a_signed_body_too_deep_to_read_with_no_events_list_gets_400_and_is_kept(client, line_account):
+    body = b'{"destination": ' + b"[" * 2000 + b"]" * 2000 + b"}"
     response = post_webhook(client, line_account, body)
 
     assert response.status_code == 400
     assert "nested too deeply" in response.json()["reason"]
-    kept = LineWebhookRejectedBody.objects.get()
-    assert kept.body == body.decode()  # the good event is in it, for an administrator
-    assert LineWebhookEvent.objects.count() == 0
+    assert LineWebhookRejectedBody.objects.get().body == body.decode()
+
+
+def test_events_without_a_usable_id_get_distinct_keys_that_survive_a_redelivery(client, line_account):
+    events = _signed_text_events("a", "b", "c", "d", "e")
+    for event, event_id in zip(events, ["", "", 7, 7, None], strict=True):
+        event["webhookEventId"] = event_id
+    assert post_webhook(client, line_account, _body(events)).json()["stored"] == 5
+
+    for event in events:
+        event["deliveryContext"]["isRedelivery"] = True
+    assert post_webhook(client, line_account, _body(events)).json() == {
+        "status": "ok",
+        "stored": 0,
+        "duplicates": 5,
+    }
 
 
 def test_a_signed_body_that_is_not_utf8_or_holds_a_nul_byte_is_kept_as_rejected(client, line_account):
@@ -342,3 +390,15 @@ def test_events_with_wrong_types_are_stored_with_their_lookups_left_empty(client
     stored = LineWebhookEvent.objects.get()
     assert (stored.event_type, stored.source_user_id, stored.reply_token) == ("", "", "")
     assert stored.raw["type"] == ["message"]
+
+
+def test_a_delivery_of_thousands_of_events_is_stored_whole(client, line_account, enqueued, settings):
+    """Beyond what one statement may carry (SQLite takes 32,766 parameters): stored in several
+    INSERTs of one transaction."""
+    settings.LINE_WEBHOOK_MAX_BODY_BYTES = 16 * 1024 * 1024
+    events = _signed_text_events(*(f"message {n}" for n in range(2000)))
+    response = post_webhook(client, line_account, _body(events))
+
+    assert response.json() == {"status": "ok", "stored": 2000, "duplicates": 0}
+    assert LineWebhookEvent.objects.count() == 2000
+    assert len({pk for call in enqueued for pk in call}) == 2000

@@ -165,3 +165,16 @@ def test_keys_from_the_environment_win_and_no_key_file_is_made(tmp_path):
     assert values == {"secret_key": keys["SECRET_KEY"], "field_keys": [keys["FIELD_ENCRYPTION_KEYS"]]}
     assert not (tmp_path / "var" / "secret.key").exists()
     assert not (tmp_path / "var" / "field-encryption.key").exists()
+
+
+def test_every_periodic_task_names_a_task_the_worker_knows():
+    """A beat entry naming no registered task would be dropped by the worker every time, silently."""
+    from django.conf import settings
+
+    from omnichannel.celery import app
+
+    app.loader.import_default_modules()
+    scheduled = {entry["task"] for entry in settings.CELERY_BEAT_SCHEDULE.values()}
+    assert scheduled <= set(app.tasks), scheduled - set(app.tasks)
+    routed = {name for name in settings.CELERY_TASK_ROUTES if not name.endswith("*")}
+    assert routed <= set(app.tasks), routed - set(app.tasks)
