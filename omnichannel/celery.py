@@ -3,6 +3,8 @@
 import os
 
 from celery import Celery
+from celery.signals import task_postrun, task_prerun
+from django.db import close_old_connections
 from kombu.transport import TRANSPORT_ALIASES
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "omnichannel.settings")
@@ -13,3 +15,14 @@ TRANSPORT_ALIASES["filesystem"] = "omnichannel.broker:Transport"
 app = Celery("omnichannel")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# Database connections live across tasks, as they do across web requests. Celery's Django fixup
+# closes every connection before and after each task unless CELERY_DB_REUSE_MAX is set (settings):
+# a new connection per task (on PostgreSQL a new server process) cost more than most tasks here.
+# Django's own close_old_connections() takes its place, as around a request: it drops a connection
+# that broke (a database restart) or outlived CONN_MAX_AGE, with CONN_HEALTH_CHECKS before reuse.
+@task_prerun.connect
+@task_postrun.connect
+def _database_connections_tidy(**kwargs: object) -> None:
+    close_old_connections()

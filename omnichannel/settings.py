@@ -252,6 +252,10 @@ CELERY_TASK_PUBLISH_RETRY_POLICY = {
     "interval_max": 0.5,
 }
 CELERY_TASK_IGNORE_RESULT = True
+# Celery's Django fixup would close the database connections around every task (a new connection,
+# on PostgreSQL a new server process, per task): only every this many tasks instead. Broken or old
+# connections are closed around each task by Django's close_old_connections (omnichannel/celery.py).
+CELERY_DB_REUSE_MAX = 10_000
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_ACKS_LATE = True
