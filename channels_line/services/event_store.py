@@ -29,10 +29,8 @@ PROCESS_BATCH_SIZE = 50
 # LINE's events nest about six levels deep; anything deeper is stored as JSON text at this depth.
 MAX_DEPTH = 32
 
-_MISSING = object()
-# A webhook event to store: column values by field attname (`messaging_account_id`, `raw`, ...).
-# Plain dictionaries rather than model instances: building and converting model instances was the
-# largest cost of an insert. Fields left out take their model default.
+# A webhook event to store: column values by field attname (`messaging_account_id`, `raw`, ...);
+# fields left out take their model default.
 EventRow = dict[str, Any]
 
 
@@ -113,15 +111,17 @@ def webhook_events(body: bytes) -> list[SignedEvent]:
     return [_signed_event(event) for event in events]
 
 
-def _signed_event(event: object, *, unread_text: str = "") -> SignedEvent:
-    if unread_text:
-        # Nested too deeply for the JSON parser: kept as text, with a key of its own.
-        key = "sha256:" + hashlib.sha256(unread_text.encode()).hexdigest()[:57]
-        return SignedEvent(
-            event={"webhookEventId": key, "unread": "nested too deeply to be read"},
-            webhook_event_id=key,
-            as_signed=unread_text.encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00"),
-        )
+def _unread_event(text: str) -> SignedEvent:
+    """An entry nested too deeply for the JSON parser: kept as its text, with a key of its own."""
+    key = "sha256:" + hashlib.sha256(text.encode()).hexdigest()[:57]
+    return SignedEvent(
+        event={"webhookEventId": key, "unread": "nested too deeply to be read"},
+        webhook_event_id=key,
+        as_signed=text.encode("ascii", "backslashreplace").decode().replace("\x00", "\\x00"),
+    )
+
+
+def _signed_event(event: object) -> SignedEvent:
     if not isinstance(event, dict):
         storable, _ = _storable({"notAnObject": event})
         return SignedEvent(
@@ -159,7 +159,7 @@ def _events_one_by_one(text: str) -> list[SignedEvent]:
             events.append(_signed_event(event))
         except RecursionError:
             end = _value_end(text, position)
-            events.append(_signed_event(None, unread_text=text[position:end]))
+            events.append(_unread_event(text[position:end]))
         except ValueError as exc:
             raise UnreadableBody(f"nested too deeply, and an event is not JSON: {exc}") from None
         position = _skip_space(text, end)
