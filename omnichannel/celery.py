@@ -24,5 +24,9 @@ app.autodiscover_tasks()
 # that broke (a database restart) or outlived CONN_MAX_AGE, with CONN_HEALTH_CHECKS before reuse.
 @task_prerun.connect
 @task_postrun.connect
-def _database_connections_tidy(**kwargs: object) -> None:
+def _database_connections_tidy(sender: object = None, **kwargs: object) -> None:
+    # Not for a task run in the caller's process (apply(), as the fixup skips it): the caller's
+    # connection, maybe in a transaction, is not the task's to close.
+    if getattr(getattr(sender, "request", None), "is_eager", False):
+        return
     close_old_connections()
