@@ -2,6 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+# Every command finds var/local.env by itself (omnichannel/settings.py: env_file_path); it is named
+# here because `make test` moves VAR_DIR to var/test, where no local.env is.
 export ENV_FILE ?= var/local.env
 
 .PHONY: run test lint format clean-var

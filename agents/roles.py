@@ -15,6 +15,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "channels_line.*",
         "routing.*",
         "agents.*",
+        "axes.*",  # sign-in lockouts: see and clear them
     ],
     SUPERVISOR: [
         "omnichannel.*",

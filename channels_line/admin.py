@@ -11,8 +11,11 @@ line_account_check_credentials. Secrets are write-only: no page ever renders one
 
 from __future__ import annotations
 
+import shlex
 from typing import Any
+from urllib.parse import urlencode
 
+from django.conf import settings
 from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
@@ -22,7 +25,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseNotAllowed, HttpR
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.templatetags.static import static
-from django.urls import URLPattern, path
+from django.urls import URLPattern, path, reverse
 from django.utils.dateformat import format as date_format
 from django.utils.html import format_html
 from django.utils.text import Truncator
@@ -66,7 +69,15 @@ class MessagingAccountAdmin(admin.ModelAdmin):
     form = MessagingAccountChangeForm
     change_form_template = "admin/channels_line/messagingaccount/change_form.html"
     change_list_template = "admin/channels_line/messagingaccount/change_list.html"
-    list_display = ["name", "channel_type", "enabled", "callback_url", "credentials_check"]
+    # No channel type column: every account is LINE today (the filter says so), and the room goes to the
+    # callback URL. A second channel brings it back.
+    list_display = [
+        "name",
+        "channel_id_display",
+        "enabled",
+        "callback_url",
+        "credentials_check",
+    ]
     list_display_links = ["name"]
     list_filter = ["channel_type", "enabled"]
     list_select_related = ["line"]
@@ -153,7 +164,21 @@ class MessagingAccountAdmin(admin.ModelAdmin):
     @admin.display(description="Callback URL")
     def callback_url(self, account: MessagingAccount) -> str:
         line = _line(account)
-        return line.callback_url if line else "-"
+        if line is None:
+            return "-"
+        # One line per account: the URL is cut short with an ellipsis by CSS (change_list.html), the
+        # title shows it whole, and Copy copies it whole.
+        target = f"callback-url-{account.pk}"
+        return format_html(
+            '<div class="callback-url-cell"><span class="callback-url" id="{}" title="{}">{}</span> '
+            '<button type="button" class="button" data-copy-target="{}" aria-label="Copy the callback URL '
+            'of {}">Copy</button><span class="copy-status" role="status" aria-live="polite"></span></div>',
+            target,
+            line.callback_url,
+            line.callback_url,
+            target,
+            account.name,
+        )
 
     @admin.display(description="Callback URL")
     def callback_url_copy(self, account: MessagingAccount) -> str:
@@ -190,7 +215,7 @@ class MessagingAccountAdmin(admin.ModelAdmin):
             return "Not known yet: check the credentials."
         return f"{line.bot_display_name} ({line.bot_basic_id}), user ID {line.bot_user_id}"
 
-    @admin.display(description="Channel ID")
+    @admin.display(description="Channel ID", ordering="line__channel_id")
     def channel_id_display(self, account: MessagingAccount) -> str:
         line = _line(account)
         return line.channel_id if line else "-"
@@ -332,7 +357,8 @@ class MessagingAccountAdmin(admin.ModelAdmin):
         account = self._wizard_created_account(state)
         if account is None:
             return self._wizard_goto("channel")
-        request.session.pop(WIZARD_SESSION_KEY, None)
+        # The state stays: reloading this page shows the account again. "New account" (add_view) and
+        # step 1 start afresh, so it never carries into the next account.
         return self._wizard_render(request, "done", account=account)
 
     def _wizard_render(
@@ -368,7 +394,24 @@ class MessagingAccountAdmin(admin.ModelAdmin):
             "has_view_permission": self.has_view_permission(request),
             "has_change_permission": self.has_change_permission(request, account),
         }
+        if step == "done" and account is not None:
+            context.update(_wizard_next_steps(account))
         return TemplateResponse(request, "admin/channels_line/messagingaccount/wizard.html", context)
+
+
+def _wizard_next_steps(account: MessagingAccount) -> dict[str, Any]:
+    """Links of the Done page to what exists today: the account's conversations and, where this server
+    talks to the LINE stand-in instead of LINE (LINE_API_BASE_URL is set), the stand-in's phone page."""
+    conversations = reverse("admin:omnichannel_conversation_changelist")
+    standin_url = settings.LINE_API_BASE_URL
+    return {
+        "conversations_url": f"{conversations}?{urlencode({'messaging_account__id__exact': account.pk})}",
+        "standin_url": standin_url,
+        "standin_phone_url": (
+            f"{standin_url}/?{urlencode({'channel': account.line.channel_id})}" if standin_url else ""
+        ),
+        "standin_register_command": f"python manage.py line_standin_register {shlex.quote(account.name)}",
+    }
 
 
 class StoredAlteredFilter(admin.SimpleListFilter):

@@ -19,6 +19,8 @@ from rest_framework.response import Response
 from omnichannel.models import ChannelType, MessagingAccount
 
 from .services.accounts import (
+    channel_id_validator,
+    channel_secret_validator,
     line_account_check_credentials,
     line_account_create,
     line_account_delete,
@@ -64,14 +66,18 @@ class MessagingAccountSerializer(serializers.Serializer):
     name = serializers.CharField(max_length=100)
     channel_type = serializers.ChoiceField(choices=ChannelType.choices, default=ChannelType.LINE)
     enabled = serializers.BooleanField(default=True)
-    channel_id = serializers.CharField(source="line.channel_id", max_length=20)
+    channel_id = serializers.CharField(
+        source="line.channel_id", max_length=20, validators=[channel_id_validator]
+    )
     channel_secret = serializers.CharField(
         write_only=True,
         required=False,
         allow_blank=True,
         trim_whitespace=True,
         style={"input_type": "password"},
-        help_text="Console: Basic settings. Required on create; on update, omitted or empty keeps it.",
+        validators=[channel_secret_validator],
+        help_text="32 hexadecimal characters (console: Basic settings). Required on create; on update, "
+        "omitted or empty keeps it.",
     )
     channel_access_token = serializers.CharField(
         write_only=True,

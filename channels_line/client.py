@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import urllib3
 from django.conf import settings
@@ -119,3 +120,54 @@ def line_errors() -> Iterator[None]:
         raise
     except Exception as exc:
         raise error_from_exception(exc) from exc
+
+
+# LINE's data host, as the SDK's MessagingApiBlob names it, for when no stand-in is configured.
+LINE_DATA_HOST = "https://api-data.line.me"
+
+
+@dataclass
+class LineContent:
+    """A customer's media as LINE answers it, not yet read: `chunks()` streams the body."""
+
+    status: int
+    content_type: str
+    content_length: int | None
+    response: urllib3.BaseHTTPResponse
+
+    def chunks(self, size: int = 64 * 1024) -> Iterator[bytes]:
+        yield from self.response.stream(size, decode_content=True)
+
+
+@contextmanager
+def line_message_content(client: LineClient, message_id: str) -> Iterator[LineContent]:
+    """GET /v2/bot/message/{id}/content on the data host, with the body left unread.
+
+    The SDK cannot stream: even `get_message_content_with_http_info(..., _preload_content=False)`
+    builds its ApiResponse with `raw_data=response.data`, which reads the whole body into memory
+    (line-bot-sdk 3.27, urllib3 2). So the request goes through the SDK's own ApiClient (its
+    configuration, headers, token, pool and error mapping) one level below, and the response is
+    closed on exit, read to the end or not. Errors come as the SDK's ApiException (wrap the call in
+    line_errors())."""
+    api_client = client.blob.api_client
+    host = (api_client.configuration.host or LINE_DATA_HOST).rstrip("/")
+    path = f"/v2/bot/message/{quote(message_id, safe='')}/content"
+    response = api_client.request(
+        "GET",
+        host + path,
+        headers={**api_client.default_headers, "Accept": "*/*"},
+        _preload_content=False,
+        _request_timeout=client.timeout,
+    )
+    try:
+        length = response.headers.get("Content-Length")
+        yield LineContent(
+            status=response.status,
+            content_type=response.headers.get("Content-Type") or "application/octet-stream",
+            content_length=int(length) if length and length.isdigit() else None,
+            response=response,
+        )
+    finally:
+        # Not drained: a body left unread over the cap is dropped with its connection.
+        response.close()
+        response.release_conn()

@@ -13,14 +13,21 @@ from django.utils.html import format_html
 
 from omnichannel.models import ChannelType, MessagingAccount
 
-from .services.accounts import line_account_update
+from .services.accounts import (
+    NAME_TAKEN,
+    channel_id_validator,
+    channel_secret_validator,
+    line_account_update,
+    messaging_account_name_taken,
+)
 
 CHANNEL_ID_HELP = (
     "LINE Developers console > your provider > your Messaging API channel > <b>Basic settings</b> tab > "
     "<b>Channel ID</b> (a number)."
 )
 CHANNEL_SECRET_HELP = (
-    "Same <b>Basic settings</b> tab, further down: <b>Channel secret</b> (32 letters and digits). "
+    "Same <b>Basic settings</b> tab, further down: <b>Channel secret</b> (32 hexadecimal characters: "
+    "digits and the letters a to f). "
     "It signs the webhooks LINE sends us."
 )
 CHANNEL_ACCESS_TOKEN_HELP = (
@@ -67,17 +74,22 @@ class AccountWizardChannelForm(forms.Form):
     def clean_name(self) -> str:
         name = self.cleaned_data["name"].strip()
         # An early, friendly answer; line_account_create checks again when the account is made.
-        if MessagingAccount.objects.filter(name=name).exists():
-            raise ValidationError("A messaging account with this name exists already.")
+        if messaging_account_name_taken(name=name):
+            raise ValidationError(NAME_TAKEN)
         return name
 
 
 class AccountWizardCredentialsForm(forms.Form):
     """Step 2, Account details. The view hands these straight to line_account_create."""
 
-    channel_id = forms.CharField(label="Channel ID", max_length=20, help_text=CHANNEL_ID_HELP)
+    channel_id = forms.CharField(
+        label="Channel ID", max_length=20, help_text=CHANNEL_ID_HELP, validators=[channel_id_validator]
+    )
     channel_secret = forms.CharField(
-        label="Channel secret", widget=SecretInput(), help_text=CHANNEL_SECRET_HELP
+        label="Channel secret",
+        widget=SecretInput(),
+        help_text=CHANNEL_SECRET_HELP,
+        validators=[channel_secret_validator],
     )
     channel_access_token = forms.CharField(
         label="Channel access token (long-lived)",
@@ -91,12 +103,15 @@ class MessagingAccountChangeForm(forms.ModelForm):
 
     The secrets are shown masked, with an empty "Replace with…" field: left empty, they stay as stored."""
 
-    channel_id = forms.CharField(label="Channel ID", max_length=20, help_text=CHANNEL_ID_HELP)
+    channel_id = forms.CharField(
+        label="Channel ID", max_length=20, help_text=CHANNEL_ID_HELP, validators=[channel_id_validator]
+    )
     channel_secret = forms.CharField(
         label="Channel secret",
         required=False,
         widget=SecretReplaceInput(),
         help_text="Leave empty to keep the stored secret. " + CHANNEL_SECRET_HELP,
+        validators=[channel_secret_validator],
     )
     channel_access_token = forms.CharField(
         label="Channel access token (long-lived)",
@@ -115,6 +130,13 @@ class MessagingAccountChangeForm(forms.ModelForm):
         self.fields["channel_id"].initial = line.channel_id
         self.fields["channel_secret"].widget.is_set = bool(line.channel_secret)
         self.fields["channel_access_token"].widget.is_set = bool(line.channel_access_token)
+
+    def clean_name(self) -> str:
+        name = self.cleaned_data["name"].strip()
+        # On the field, before the model's constraints are checked (which would say it less clearly).
+        if messaging_account_name_taken(name=name, exclude_pk=self.instance.pk):
+            raise ValidationError(NAME_TAKEN)
+        return name
 
     def _post_clean(self) -> None:
         # The service is the one place that validates and writes an account, so it runs here, once

@@ -14,11 +14,13 @@ from django.core.exceptions import ValidationError
 from django.db.models import OuterRef, QuerySet, Subquery
 from django.http import HttpRequest
 from django.utils.dateformat import format as date_format
-from django.utils.html import format_html
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
 from . import services
+from .files import attachment_view_url, content_type_base, is_inline_type, is_thumbnail_type
 from .models import (
     Attachment,
     AttachmentState,
@@ -136,16 +138,36 @@ class SocialProfileAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class MessageInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Message
-    fields = ["sent_at", "direction", "kind", "text_preview", "delivery_state", "delivery_error", "author"]
+    fields = [
+        "sent_at",
+        "direction",
+        "kind",
+        "text_preview",
+        "files",
+        "delivery_state",
+        "delivery_error",
+        "author",
+    ]
     readonly_fields = fields
     show_change_link = True
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Message]:
-        return super().get_queryset(request).select_related("author").order_by("sent_at", "id")
+        return (
+            super()
+            .get_queryset(request)
+            .select_related("author")
+            .prefetch_related("attachments")
+            .order_by("sent_at", "id")
+        )
 
     @admin.display(description="Text")
     def text_preview(self, message: Message) -> str:
         return message_text_preview(message)
+
+    @admin.display(description="Files")
+    def files(self, message: Message) -> str:
+        previews = [attachment_preview(attachment) for attachment in message.attachments.all()]
+        return format_html_join(mark_safe("<br>"), "{}", ((preview,) for preview in previews)) or "-"
 
 
 def message_text_preview(message: Message) -> str:
@@ -212,20 +234,55 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
 
 class AttachmentInline(ReadOnlyInlineMixin, admin.TabularInline):
     model = Attachment
-    fields = ["file_name", "content_type", "size", "state", "link", "error"]
+    fields = ["file_name", "original_name", "content_type", "size", "state", "preview", "error"]
     readonly_fields = fields
 
-    @admin.display(description="Link")
-    def link(self, attachment: Attachment) -> str:
-        url = attachment_url(attachment)
-        return format_html('<a href="{}">open</a>', url) if url else "-"
+    @admin.display(description="File")
+    def preview(self, attachment: Attachment) -> str:
+        return attachment_preview(attachment)
 
 
-def attachment_url(attachment: Attachment) -> str:
-    """Where the attachment can be fetched: our storage once downloaded, else where it is hosted."""
+def attachment_preview(attachment: Attachment) -> str:
+    """How a file shows in the admin. Downloaded files come through the signed-in attachment view
+    (omnichannel.views.attachment_open), never from MEDIA_URL: a thumbnail for raster images, a
+    player for audio and video, a download link for anything else (HTML, SVG, documents). A file
+    hosted elsewhere is a link there; one not downloaded shows its state and reason."""
+    name = attachment.file_name or "file"
     if attachment.state == AttachmentState.READY and attachment.file:
-        return attachment.file.url
-    return attachment.external_url
+        url = attachment_view_url(attachment=attachment)
+        download = format_html(
+            '<a href="{}" download class="attachment-download">Download {}</a>',
+            attachment_view_url(attachment=attachment, download=True),
+            name,
+        )
+        kind = content_type_base(attachment.content_type)
+        if is_thumbnail_type(kind):
+            media = format_html(
+                '<a href="{}" target="_blank" rel="noopener"><img src="{}" alt="{}" loading="lazy" '
+                'class="attachment-thumbnail" style="max-width:160px;max-height:120px;display:block"></a>',
+                url,
+                url,
+                name,
+            )
+        elif kind.startswith("audio/") and is_inline_type(kind):
+            media = format_html('<audio controls preload="metadata" src="{}"></audio>', url)
+        elif kind.startswith("video/") and is_inline_type(kind):
+            media = format_html(
+                '<video controls preload="metadata" src="{}" style="max-width:240px;max-height:180px">'
+                "</video>",
+                url,
+            )
+        else:
+            return download
+        return format_html("{}{}", media, download)
+    if attachment.external_url:
+        return format_html(
+            '<a href="{}" target="_blank" rel="noopener noreferrer">{} (hosted elsewhere)</a>',
+            attachment.external_url,
+            name,
+        )
+    detail = f": {attachment.error}" if attachment.error else ""
+    return f"{name} ({attachment.get_state_display().lower()}{detail})"
 
 
 class MessageEditInline(ReadOnlyInlineMixin, admin.TabularInline):

@@ -19,6 +19,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from . import selectors, services
+from .files import attachment_view_url
 from .models import (
     Attachment,
     AttachmentState,
@@ -133,11 +134,12 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
 
     def get_queryset(self) -> QuerySet[Conversation]:
         if self.action != "list":
-            return selectors.conversation_list()
+            return selectors.conversation_list(viewer=self.request.user)
         filters = ConversationFilterSerializer(data=self.request.query_params)
         filters.is_valid(raise_exception=True)
         data = filters.validated_data
         return selectors.conversation_list(
+            viewer=self.request.user,
             states=data.get("state", ()),
             messaging_account_id=data.get("messaging_account"),
             thread_type=data.get("thread_type"),
@@ -181,8 +183,9 @@ class AuthorSerializer(serializers.ModelSerializer):
 
 class AttachmentSerializer(serializers.ModelSerializer):
     url = serializers.SerializerMethodField(
-        help_text="The stored file once downloaded (state ready), else where the channel hosts it; "
-        "may be empty."
+        help_text="Once downloaded (state ready): the file, served to signed-in users who may see the "
+        "conversation (images, audio, video and PDF inline, anything else as a download). Else where the "
+        "channel hosts it; may be empty."
     )
 
     class Meta:
@@ -193,7 +196,7 @@ class AttachmentSerializer(serializers.ModelSerializer):
     def get_url(self, attachment: Attachment) -> str:
         if attachment.state == AttachmentState.READY and attachment.file:
             request = self.context.get("request")
-            url = attachment.file.url
+            url = attachment_view_url(attachment=attachment)
             return request.build_absolute_uri(url) if request else url
         return attachment.external_url
 
@@ -253,7 +256,10 @@ class MessageCreateSerializer(serializers.Serializer):
         "Any kind: `quick_replies`, up to 13 objects with a `label` (and the `text` they send).",
     )
     file = serializers.FileField(
-        required=False, allow_empty_file=False, help_text="Image, video, audio, document."
+        required=False,
+        allow_empty_file=False,
+        help_text="Image (JPEG, PNG), video (MP4), audio (M4A, MP3), document (PDF, text, office files); "
+        "at most ATTACHMENT_UPLOAD_MAX_BYTES (10 MB unless configured). Anything else is refused with 400.",
     )
 
     def validate_payload(self, value: Any) -> dict:
@@ -301,15 +307,25 @@ class ConversationMessageViewSet(
     def get_conversation(self) -> Conversation:
         if not hasattr(self, "_conversation"):
             self._conversation = get_object_or_404(
-                Conversation.objects.select_related("messaging_account", "social_profile"),
+                selectors.conversations_visible(viewer=self.request.user).select_related(
+                    "messaging_account", "social_profile"
+                ),
                 pk=self.kwargs["conversation_pk"],
             )
         return self._conversation
 
     def get_queryset(self) -> QuerySet[Message]:
+        # No lookup of the conversation here: the permission check calls this first, and a user
+        # without the role must get 403, not 404. The access rule filters the messages instead.
         if getattr(self, "swagger_fake_view", False):
             return Message.objects.none()
-        return selectors.conversation_messages(conversation=self.get_conversation())
+        return selectors.conversation_messages(conversation=int(self.kwargs["conversation_pk"])).filter(
+            conversation__in=selectors.conversations_visible(viewer=self.request.user)
+        )
+
+    def list(self, request: Request, *args: Any, **kwargs: Any) -> Response:
+        self.get_conversation()  # 404 for a conversation that does not exist or cannot be seen
+        return super().list(request, *args, **kwargs)
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         conversation = self.get_conversation()

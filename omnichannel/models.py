@@ -8,6 +8,7 @@ import uuid
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 
 
 class WorkerHeartbeat(models.Model):
@@ -41,7 +42,17 @@ class MessagingAccount(models.Model):
 
     class Meta:
         ordering = ["name"]
-        constraints = [models.UniqueConstraint(fields=["name"], name="messaging_account_name_unique")]
+        constraints = [
+            # Names are told apart without regard to case ("Bangkok shop" and "BANGKOK SHOP" are one name
+            # to a person); the check compares with the database's lower() on both sides, as the
+            # services' friendly check does (channels_line.services.accounts.messaging_account_name_taken).
+            models.UniqueConstraint(
+                Lower("name"),
+                name="messaging_account_name_unique_ci",
+                violation_error_message="A messaging account with this name exists already (names are "
+                "compared without regard to case).",
+            )
+        ]
 
     def __str__(self) -> str:
         return f"{self.name} ({self.get_channel_type_display()})"
@@ -285,7 +296,10 @@ class Attachment(models.Model):
 
     message = models.ForeignKey(Message, on_delete=models.CASCADE, related_name="attachments")
     file = models.FileField(upload_to=attachment_upload_to, max_length=500, blank=True)
+    # The name it is stored and offered under, made safe (omnichannel.files.file_name_clean)...
     file_name = models.CharField(max_length=255, blank=True)
+    # ...and the name as the sender gave it, kept for the record only: never used in a path or header.
+    original_name = models.CharField(max_length=1000, blank=True)
     content_type = models.CharField(max_length=100, blank=True)
     size = models.PositiveBigIntegerField(null=True, blank=True)
     external_url = models.URLField(max_length=2000, blank=True)

@@ -9,12 +9,14 @@ from collections.abc import Iterable, Sequence
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import ValidationError
+from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
 from .channels import channel_for
+from .files import content_type_base, file_name_clean, original_name_keep
 from .models import (
     Attachment,
     AttachmentState,
@@ -42,6 +44,43 @@ OUTBOUND_KINDS = {
     MessageKind.LOCATION,
 }
 QUICK_REPLY_MAX_ITEMS = 13
+
+# What an agent may upload, by message kind: the types LINE can show (image messages: JPEG or PNG;
+# video: MP4; audio: M4A or MP3) and, for documents (sent as a link the customer opens), common
+# document formats. Each type with the file extensions it may carry, and the bytes it starts with
+# where it has a signature. A declared type must be one of these and match the extension; a file
+# declared as octet-stream (curl's default) is judged by its extension. Never HTML, SVG or scripts.
+_JPEG = {"image/jpeg": ((".jpg", ".jpeg"), (b"\xff\xd8\xff",))}
+_PNG = {"image/png": ((".png",), (b"\x89PNG\r\n\x1a\n",))}
+_PDF = {"application/pdf": ((".pdf",), (b"%PDF-",))}
+_ZIP = (b"PK\x03\x04",)
+_OLE = (b"\xd0\xcf\x11\xe0",)
+UPLOAD_TYPES: dict[str, dict[str, tuple[tuple[str, ...], tuple[bytes, ...]]]] = {
+    MessageKind.IMAGE: {**_JPEG, **_PNG},
+    MessageKind.VIDEO: {"video/mp4": ((".mp4",), ())},
+    MessageKind.AUDIO: {
+        "audio/mp4": ((".m4a",), ()),
+        "audio/x-m4a": ((".m4a",), ()),
+        "audio/m4a": ((".m4a",), ()),
+        "audio/mpeg": ((".mp3",), ()),
+        "audio/mp3": ((".mp3",), ()),
+    },
+    MessageKind.DOCUMENT: {
+        **_PDF,
+        **_JPEG,
+        **_PNG,
+        "text/plain": ((".txt",), ()),
+        "text/csv": ((".csv",), ()),
+        "application/msword": ((".doc",), _OLE),
+        "application/vnd.ms-excel": ((".xls",), _OLE),
+        "application/vnd.ms-powerpoint": ((".ppt",), _OLE),
+        "application/vnd.openxmlformats-officedocument.wordprocessingml.document": ((".docx",), _ZIP),
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet": ((".xlsx",), _ZIP),
+        "application/vnd.openxmlformats-officedocument.presentationml.presentation": ((".pptx",), _ZIP),
+        "application/zip": ((".zip",), _ZIP),
+    },
+}
+UNDECLARED_TYPES = {"", "application/octet-stream"}
 
 
 def worker_heartbeat_record(*, token: str, hostname: str) -> WorkerHeartbeat:
@@ -167,6 +206,38 @@ def _validate_outbound(*, kind: str, text: str, payload: dict, file: UploadedFil
         raise ValidationError({"payload": "Every quick reply needs a label."})
 
 
+def upload_check(*, kind: str, file: UploadedFile) -> str:
+    """The content type an agent's file is stored with, once it passes the size cap
+    (ATTACHMENT_UPLOAD_MAX_BYTES) and the allow-list of its kind (UPLOAD_TYPES). Raises a
+    ValidationError on `file` that names the limit or the types allowed."""
+    cap = settings.ATTACHMENT_UPLOAD_MAX_BYTES
+    if file.size is not None and file.size > cap:
+        limit = f"a file sent to customers may be at most {cap:,} bytes"
+        raise ValidationError({"file": f"The file is {file.size:,} bytes; {limit}."})
+    allowed = UPLOAD_TYPES.get(kind, {})
+    listing = ", ".join(sorted({ext for extensions, _ in allowed.values() for ext in extensions}))
+    refusal = ValidationError({"file": f"A {kind} must be one of these types: {listing}."})
+    name = (getattr(file, "name", "") or "").lower()
+    declared = content_type_base(getattr(file, "content_type", "") or "")
+    if declared in UNDECLARED_TYPES:
+        matches = [t for t, (extensions, _) in allowed.items() if name.endswith(extensions)]
+    else:
+        matches = [declared] if declared in allowed and name.endswith(allowed[declared][0]) else []
+    if not matches:
+        raise refusal
+    content_type = matches[0]
+    signatures = allowed[content_type][1]
+    if signatures:
+        file.seek(0)
+        head = file.read(16)
+        file.seek(0)
+        if not head.startswith(signatures):
+            raise ValidationError(
+                {"file": f"The file's content is not {content_type}, as its name or type says."}
+            )
+    return content_type
+
+
 def message_send(
     *,
     conversation: Conversation,
@@ -180,6 +251,7 @@ def message_send(
     delivery through the conversation's channel once the transaction commits."""
     payload = dict(payload or {})
     _validate_outbound(kind=kind, text=text, payload=payload, file=file)
+    content_type = upload_check(kind=kind, file=file) if file is not None else ""
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
         raise ValidationError("The customer has blocked this account: messages cannot reach them.")
     if conversation.state == ConversationState.CLOSED:
@@ -198,11 +270,14 @@ def message_send(
             delivery_due_at=now,
         )
         if file is not None:
+            original = getattr(file, "name", "") or ""
+            file_name = file_name_clean(original, fallback=f"{kind}-{message.uuid}")
             Attachment.objects.create(
                 message=message,
-                file=file,
-                file_name=getattr(file, "name", "") or "file",
-                content_type=getattr(file, "content_type", "") or "application/octet-stream",
+                file=File(file, name=file_name),
+                file_name=file_name,
+                original_name=original_name_keep(original),
+                content_type=content_type,
                 size=file.size,
                 state=AttachmentState.READY,
             )

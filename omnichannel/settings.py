@@ -8,7 +8,8 @@ import base64
 import os
 import secrets
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from datetime import timedelta
 from pathlib import Path
 
 import environ
@@ -18,11 +19,27 @@ from kombu import Exchange, Queue
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
+
+def env_file_path(environ: Mapping[str, str], base_dir: Path) -> Path:
+    """The file of settings to read: ENV_FILE when set; else `local.env` in VAR_DIR (what `make run`
+    writes) when it exists; else `.env`. Relative paths are taken from the project folder. Decided
+    here only, so that manage.py, celery, gunicorn and every management command read the same file."""
+
+    def in_project(value: str | Path) -> Path:
+        path = Path(value)
+        return path if path.is_absolute() else base_dir / path
+
+    if environ.get("ENV_FILE"):
+        return in_project(environ["ENV_FILE"])
+    local = in_project(environ.get("VAR_DIR") or "var") / "local.env"
+    return local if local.is_file() else base_dir / ".env"
+
+
 env = environ.Env()
-_env_file = Path(os.environ.get("ENV_FILE", BASE_DIR / ".env"))
-if _env_file.is_file():
+ENV_FILE = env_file_path(os.environ, BASE_DIR)
+if ENV_FILE.is_file():
     # Values already in the environment win over the file.
-    env.read_env(_env_file)
+    env.read_env(ENV_FILE)
 
 INSECURE_DEV_SECRET_KEY = "django-insecure-dev-only-key-do-not-use-in-production"
 
@@ -30,7 +47,8 @@ DEBUG = env.bool("DEBUG", default=False)
 SECRET_KEY = env.str("SECRET_KEY", default="")
 FIELD_ENCRYPTION_KEYS = env.list("FIELD_ENCRYPTION_KEYS", default=[])
 
-VAR_DIR = Path(env.str("VAR_DIR", default=str(BASE_DIR / "var")))
+# Empty counts as unset (as in env_file_path): never the project folder itself.
+VAR_DIR = Path(env.str("VAR_DIR", default="") or BASE_DIR / "var")
 if not VAR_DIR.is_absolute():
     VAR_DIR = BASE_DIR / VAR_DIR
 VAR_DIR.mkdir(parents=True, exist_ok=True)
@@ -86,6 +104,8 @@ INSTALLED_APPS = [
     "rest_framework",
     "rest_framework.authtoken",
     "drf_spectacular",
+    "drf_spectacular_sidecar",
+    "axes",
     "omnichannel",
     "channels_line",
     "routing",
@@ -101,6 +121,8 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "omnichannel.urls"
@@ -147,6 +169,13 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
+# --- Cache ----------------------------------------------------------------------------------------
+# What the API throttles count with. It must be shared by every web process (gunicorn runs several;
+# a per-process memory cache would let each count on its own): files under VAR_DIR by default, which
+# every process of one machine shares; CACHE_URL=redis://... for several machines.
+CACHE_URL = env.str("CACHE_URL", default="") or f"filecache://{VAR_DIR / 'cache'}?max_entries=10000"
+CACHES = {"default": environ.Env.cache_url_config(CACHE_URL)}
+
 # --- Auth -----------------------------------------------------------------------------------------
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
@@ -154,6 +183,19 @@ AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
     {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+# django-axes first: it refuses a locked-out username+address before the password is checked.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# Failed sign-ins (the agent sign-in page and the admin's alike) are counted per username and client
+# address: after LOGIN_FAILURE_LIMIT of them that pair is locked out for LOGIN_COOLOFF_MINUTES, even
+# with the right password. Attempts are kept in the database (admin: Axes > Access attempts).
+AXES_FAILURE_LIMIT = env.int("LOGIN_FAILURE_LIMIT", default=5)
+AXES_COOLOFF_TIME = timedelta(minutes=env.int("LOGIN_COOLOFF_MINUTES", default=15))
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
@@ -207,12 +249,34 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.LimitOffsetPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # Requests per client: anonymous callers by address, signed-in users (session or token) by user.
+    # Over the rate: 429 with Retry-After. The LINE webhook is a plain Django view, never throttled.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "anon": env.str("API_THROTTLE_ANON", default="60/minute"),
+        "user": env.str("API_THROTTLE_USER", default="1200/minute"),
+    },
+    # The client's address is REMOTE_ADDR; behind the TLS proxy, the last X-Forwarded-For entry (the
+    # one the proxy added), never an address the client wrote itself.
+    "NUM_PROXIES": 1 if SECURE_PROXY_SSL_HEADER else 0,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Omnichannel back office API",
     "DESCRIPTION": "Messaging accounts, conversations and messages.",
     "VERSION": "1.0.0",
     "SERVE_INCLUDE_SCHEMA": False,
+    # The schema and the docs page are for signed-in users (session or token), like the API itself.
+    "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # Swagger UI's files from the drf-spectacular-sidecar package, served as our static files: the
+    # docs page works without internet access.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+    # No validator badge: Swagger UI would send the schema's URL to validator.swagger.io.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
 }
 
 # --- Celery ---------------------------------------------------------------------------------------
@@ -301,6 +365,9 @@ LINE_WEBHOOK_MAX_BODY_BYTES = env.int("LINE_WEBHOOK_MAX_BODY_BYTES", default=102
 # process take effect within this time; in the same process at once).
 LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS = env.float("LINE_WEBHOOK_ACCOUNT_CACHE_SECONDS", default=5.0)
 LINE_MEDIA_MAX_BYTES = env.int("LINE_MEDIA_MAX_BYTES", default=200 * 1024 * 1024)
+# Largest file an agent may upload to send to a customer (LINE takes images up to 10 MB; larger
+# videos and audio are better shared as links).
+ATTACHMENT_UPLOAD_MAX_BYTES = env.int("ATTACHMENT_UPLOAD_MAX_BYTES", default=10 * 1024 * 1024)
 LINE_PROFILE_MAX_AGE_HOURS = env.int("LINE_PROFILE_MAX_AGE_HOURS", default=24)
 LINE_STANDIN_PORT = env.int("LINE_STANDIN_PORT", default=8090)
 LINE_OPENAPI_DIR = Path(env.str("LINE_OPENAPI_DIR", default=str(BASE_DIR.parent / "shared" / "line-openapi")))
@@ -314,5 +381,9 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
-    "loggers": {"django.db.backends": {"level": "INFO"}},
+    "loggers": {
+        "django.db.backends": {"level": "INFO"},
+        # django-axes announces itself at every start of every command; its lockouts are warnings.
+        "axes.apps": {"level": "WARNING"},
+    },
 }

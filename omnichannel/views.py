@@ -1,12 +1,12 @@
 from django.contrib.auth.decorators import login_required
 from django.core import signing
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
 from django.shortcuts import render
 from django.views.decorators.cache import never_cache
-from django.views.decorators.http import require_GET
+from django.views.decorators.http import require_GET, require_safe
 
 from . import health, selectors
-from .files import attachment_from_token
+from .files import attachment_file_response, attachment_from_token
 from .models import Attachment
 
 
@@ -37,9 +37,22 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html", {"roles": selectors.user_roles(user=request.user)})
 
 
-@require_GET
-def attachment_download(request: HttpRequest, token: str) -> HttpResponse:
-    """Serve a file behind a signed, expiring link (documents and media sent to customers)."""
+@require_safe
+@login_required
+def attachment_open(request: HttpRequest, pk: int) -> HttpResponseBase:
+    """A customer's or an agent's file, for a signed-in user who may see its conversation (the same
+    rule as the conversation: selectors.conversations_visible); 404 for anyone else and for IDs
+    that do not exist, alike. `?download=1` asks for a download even for an inline type."""
+    attachment = selectors.attachment_stored_for_viewer(viewer=request.user, attachment_id=pk)
+    if attachment is None:
+        raise Http404("No such file.")
+    return attachment_file_response(attachment=attachment, download="download" in request.GET)
+
+
+@require_safe
+def attachment_download(request: HttpRequest, token: str) -> HttpResponseBase:
+    """Serve a file behind a signed, expiring link (documents and media sent to customers), with the
+    same headers as the signed-in view."""
     try:
         attachment = attachment_from_token(token)
     except signing.SignatureExpired:
@@ -48,9 +61,4 @@ def attachment_download(request: HttpRequest, token: str) -> HttpResponse:
         raise Http404("No such file.") from None
     if not attachment.file:
         raise Http404("No such file.")
-    return FileResponse(
-        attachment.file.open("rb"),
-        filename=attachment.file_name or None,
-        as_attachment=attachment.message.kind == "document",
-        content_type=attachment.content_type or None,
-    )
+    return attachment_file_response(attachment=attachment)

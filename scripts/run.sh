@@ -13,19 +13,27 @@ BIN=.venv/bin
 
 # gunicorn runs with --reuse-port (each worker on its own socket, see the README): a second server
 # started on a port already served would silently share it, taking half the requests. Refuse instead.
-if ! $BIN/python - "$WEB_PORT" <<'PY'
+# The stand-in's port is checked too, so that a second `make run` stops here with the reason.
+if ! $BIN/python - "WEB_PORT=$WEB_PORT" "LINE_STANDIN_PORT=$LINE_STANDIN_PORT" <<'PY'
 import socket, sys
-probe = socket.socket()
-probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-try:
-    probe.bind(("127.0.0.1", int(sys.argv[1])))
-except OSError as exc:
-    sys.exit(f"Port {sys.argv[1]} is already in use ({exc.strerror}): stop the server there, or set WEB_PORT.")
+for setting in sys.argv[1:]:
+    name, port = setting.split("=")
+    probe = socket.socket()
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind(("127.0.0.1", int(port)))
+    except OSError as exc:
+        sys.exit(f"Port {port} is already in use ({exc.strerror}): stop the server there, or set {name}"
+                 f" (e.g. {name}={int(port) + 1} make run).")
+    finally:
+        probe.close()
 PY
 then
   exit 1
 fi
 
+# Made by `make`; completed here with any setting added since (scripts/make_local_env.py).
+$BIN/python scripts/make_local_env.py "$ENV_FILE"
 $BIN/python manage.py migrate --noinput -v0
 $BIN/python manage.py collectstatic --noinput -v0
 $BIN/python manage.py demo_setup
@@ -37,6 +45,8 @@ cat <<MSG
   API docs       ${PUBLIC_BASE_URL}/api/docs/
   Health         ${PUBLIC_BASE_URL}/healthz   ${PUBLIC_BASE_URL}/readyz
   LINE stand-in  ${LINE_API_BASE_URL}/   (a customer's phone: chat with the demo account)
+  Ports          WEB_PORT=${WEB_PORT} LINE_STANDIN_PORT=${LINE_STANDIN_PORT} (set them to change: WEB_PORT=8001 make run)
+  Settings       ${ENV_FILE} (read by every command: .venv/bin/python manage.py ..., .venv/bin/celery -A omnichannel ...)
 
   Press Ctrl-C to stop everything.
 

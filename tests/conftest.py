@@ -155,6 +155,14 @@ def _static_files_without_collectstatic(settings):
     }
 
 
+@pytest.fixture(autouse=True)
+def _cache_cleared():
+    """Throttle counts live in the shared cache (files under VAR_DIR): each test starts from none."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @contextlib.contextmanager
 def broker_down() -> Iterator[None]:
     """Point this process's Celery app at a port where nothing listens: a real refused connection."""

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from uuid import UUID
 
 from django.core.exceptions import ValidationError
-from django.db import transaction
+from django.core.validators import RegexValidator
+from django.db import IntegrityError, transaction
+from django.db.models import Value
+from django.db.models.functions import Lower
 from django.utils import timezone
 
 from omnichannel.models import ChannelType, MessagingAccount
@@ -17,19 +21,61 @@ from .intake import webhook_account_cache_clear
 
 logger = logging.getLogger(__name__)
 
+NAME_TAKEN = "A messaging account with this name exists already (names are compared without regard to case)."
+CHANNEL_ID_TAKEN = "This LINE channel is connected already."
+CHANNEL_SECRET_INVALID = (
+    "The Channel secret is 32 hexadecimal characters (digits and the letters a to f), as the LINE "
+    "console shows it under Basic settings."
+)
+# LINE issues channel secrets as 32 lowercase hexadecimal characters. The secret is the HMAC key of every
+# webhook signature, byte for byte, so a copy with another case (or anything else) could verify nothing.
+# The forms and the API serializer check it with this same validator, for an early field error.
+channel_secret_validator = RegexValidator(r"^[0-9a-f]{32}\Z", CHANNEL_SECRET_INVALID, code="invalid")
+channel_id_validator = RegexValidator(
+    r"^[0-9]+\Z", "The Channel ID is the number shown in the console's Basic settings.", code="invalid"
+)
+
+
+def messaging_account_name_taken(*, name: str, exclude_pk: UUID | str | None = None) -> bool:
+    """Whether another messaging account has this name, compared as the database's unique constraint on
+    Lower("name") compares it (lower() of the database on both sides)."""
+    accounts = MessagingAccount.objects.alias(name_lower=Lower("name")).filter(name_lower=Lower(Value(name)))
+    if exclude_pk is not None:
+        accounts = accounts.exclude(pk=exclude_pk)
+    return accounts.exists()
+
 
 def _validate_credentials(
     *, channel_id: str, channel_secret: str | None, channel_access_token: str | None
 ) -> None:
     errors = {}
-    if not channel_id.isdigit():
-        errors["channel_id"] = "The Channel ID is the number shown in the console's Basic settings."
-    if channel_secret is not None and (len(channel_secret) != 32 or not channel_secret.isalnum()):
-        errors["channel_secret"] = "The Channel secret is 32 letters and digits (console: Basic settings)."
+    for field, validator, value in (
+        ("channel_id", channel_id_validator, channel_id),
+        ("channel_secret", channel_secret_validator, channel_secret),
+    ):
+        try:
+            if value is not None:
+                validator(value)
+        except ValidationError as error:
+            errors[field] = error.messages[0]
     if channel_access_token is not None and len(channel_access_token.strip()) < 20:
         errors["channel_access_token"] = (
             "Paste the long-lived channel access token (console: Messaging API tab)."
         )
+    if errors:
+        raise ValidationError(errors)
+
+
+def _refuse_taken(*, name: str | None, channel_id: str, exclude_pk: UUID | None = None) -> None:
+    """Raise the ValidationError of a name or a LINE channel another account holds."""
+    errors = {}
+    if name is not None and messaging_account_name_taken(name=name, exclude_pk=exclude_pk):
+        errors["name"] = NAME_TAKEN
+    channel_holders = LineAccount.objects.filter(channel_id=channel_id)
+    if exclude_pk is not None:
+        channel_holders = channel_holders.exclude(pk=exclude_pk)
+    if channel_holders.exists():
+        errors["channel_id"] = CHANNEL_ID_TAKEN
     if errors:
         raise ValidationError(errors)
 
@@ -44,17 +90,23 @@ def line_account_create(
     _validate_credentials(
         channel_id=channel_id, channel_secret=channel_secret, channel_access_token=channel_access_token
     )
-    if MessagingAccount.objects.filter(name=name).exists():
-        raise ValidationError({"name": "A messaging account with this name exists already."})
-    if LineAccount.objects.filter(channel_id=channel_id).exists():
-        raise ValidationError({"channel_id": "This LINE channel is connected already."})
-    account = MessagingAccount.objects.create(name=name, channel_type=ChannelType.LINE, enabled=enabled)
-    LineAccount.objects.create(
-        messaging_account=account,
-        channel_id=channel_id,
-        channel_secret=channel_secret,
-        channel_access_token=channel_access_token.strip(),
-    )
+    _refuse_taken(name=name, channel_id=channel_id)
+    try:
+        # A savepoint: a concurrent request that took the name or the channel in the meantime loses on
+        # the database's unique constraints; the error is re-read and told like the checks above.
+        with transaction.atomic():
+            account = MessagingAccount.objects.create(
+                name=name, channel_type=ChannelType.LINE, enabled=enabled
+            )
+            LineAccount.objects.create(
+                messaging_account=account,
+                channel_id=channel_id,
+                channel_secret=channel_secret,
+                channel_access_token=channel_access_token.strip(),
+            )
+    except IntegrityError:
+        _refuse_taken(name=name, channel_id=channel_id)
+        raise
     logger.info("LINE messaging account created account=%s channel_id=%s", account.pk, channel_id)
     return account
 
@@ -77,10 +129,7 @@ def line_account_update(
     _validate_credentials(
         channel_id=new_channel_id, channel_secret=channel_secret, channel_access_token=channel_access_token
     )
-    if name is not None and MessagingAccount.objects.filter(name=name).exclude(pk=account.pk).exists():
-        raise ValidationError({"name": "A messaging account with this name exists already."})
-    if LineAccount.objects.filter(channel_id=new_channel_id).exclude(pk=account.pk).exists():
-        raise ValidationError({"channel_id": "This LINE channel is connected already."})
+    _refuse_taken(name=name, channel_id=new_channel_id, exclude_pk=account.pk)
     account_fields = []
     if name is not None:
         account.name = name
@@ -88,8 +137,6 @@ def line_account_update(
     if enabled is not None:
         account.enabled = enabled
         account_fields.append("enabled")
-    if account_fields:
-        account.save(update_fields=[*account_fields, "updated_at"])
     line.channel_id = new_channel_id
     line_fields = ["channel_id"]
     if channel_secret:
@@ -98,7 +145,14 @@ def line_account_update(
     if channel_access_token:
         line.channel_access_token = channel_access_token
         line_fields.append("channel_access_token")
-    line.save(update_fields=line_fields)
+    try:
+        with transaction.atomic():
+            if account_fields:
+                account.save(update_fields=[*account_fields, "updated_at"])
+            line.save(update_fields=line_fields)
+    except IntegrityError:
+        _refuse_taken(name=name, channel_id=new_channel_id, exclude_pk=account.pk)
+        raise
     # Now, and again after commit (a request in between may have cached the old values).
     webhook_account_cache_clear(account_id=account.pk)
     transaction.on_commit(lambda: webhook_account_cache_clear(account_id=account.pk))

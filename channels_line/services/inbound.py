@@ -11,14 +11,17 @@ import hashlib
 import json
 import logging
 import mimetypes
+import tempfile
 from collections.abc import Callable, Sequence
 from contextvars import ContextVar
+from typing import IO
 
 from django.conf import settings
-from django.core.files.base import ContentFile
+from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from omnichannel.files import content_type_base, file_name_clean, original_name_keep
 from omnichannel.models import (
     Attachment,
     AttachmentState,
@@ -39,7 +42,7 @@ from omnichannel.services import (
     social_profile_ensure,
 )
 
-from ..client import LineApiError, line_client, line_errors
+from ..client import LineApiError, LineContent, line_client, line_errors, line_message_content
 from ..models import EventState, LineWebhookEvent
 
 logger = logging.getLogger(__name__)
@@ -295,9 +298,13 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
 def _attachment_create(*, message: Message, content: dict) -> Attachment:
     provider = _object(content.get("contentProvider"))
     size = content.get("fileSize")
+    original = _string(content.get("fileName"))
+    # LINE names only files; images, video and audio get a name when downloaded (by content type).
+    safe_name = file_name_clean(original, fallback=_string(content.get("id")) or "file") if original else ""
     attachment = Attachment(
         message=message,
-        file_name=_string(content.get("fileName"))[:255],
+        file_name=safe_name,
+        original_name=original_name_keep(original),
         size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
         duration_ms=content.get("duration") if isinstance(content.get("duration"), int) else None,
     )
@@ -662,10 +669,13 @@ CONTENT_MAX_ATTEMPTS = 9
 
 
 def line_attachment_fetch(*, attachment_pk: int) -> float | None:
-    """Download an inbound attachment from LINE's data host into storage, within the size cap.
-    Returns the seconds after which to try again (LINE answers 202 while it transcodes a video or
-    audio; LINE unreachable), with the attachment due then, or None when there is nothing more to do
-    (downloaded, failed, or not waiting for a download)."""
+    """Download an inbound attachment from LINE's data host into storage, streamed in chunks through
+    a temporary file (never whole in memory), within LINE_MEDIA_MAX_BYTES: a body announced or
+    found larger is not read further and the attachment is marked too large. Its name is made safe
+    (omnichannel.files.file_name_clean; the sender's kept as `original_name`). Returns the seconds
+    after which to try again (LINE answers 202 while it transcodes a video or audio; LINE
+    unreachable), with the attachment due then, or None when there is nothing more to do
+    (downloaded, failed, too large, or not waiting for a download)."""
     attachment = (
         Attachment.objects.select_related("message__conversation__messaging_account__line")
         .filter(pk=attachment_pk)
@@ -675,47 +685,82 @@ def line_attachment_fetch(*, attachment_pk: int) -> float | None:
         return None
     message = attachment.message
     line = message.conversation.messaging_account.line
-    cap = settings.LINE_MEDIA_MAX_BYTES
     attempts = attachment.fetch_attempts + 1
     if attempts > CONTENT_MAX_ATTEMPTS:  # every try ended without an outcome (workers lost)
         return _attachment_failed(attachment_pk, f"Gave up after {attachment.fetch_attempts} attempts.")
     final_attempt = attempts == CONTENT_MAX_ATTEMPTS
     # Started now: the sweep leaves it alone for QUEUE_SWEEP_AFTER_SECONDS.
     Attachment.objects.filter(pk=attachment_pk).update(fetch_attempts=attempts, fetch_due_at=timezone.now())
-    try:
-        with line_client(line.channel_access_token) as client, line_errors():
-            response = client.blob.get_message_content_with_http_info(
-                message.external_id, _request_timeout=client.timeout
+    with tempfile.TemporaryFile(dir=settings.FILE_UPLOAD_TEMP_DIR) as spool:
+        try:
+            with (
+                line_client(line.channel_access_token) as client,
+                line_errors(),
+                line_message_content(client, message.external_id) as content,
+            ):
+                if content.status == 202:
+                    # LINE is still transcoding (video, audio): no content yet.
+                    if final_attempt:
+                        return _attachment_failed(attachment_pk, "LINE never finished preparing the content")
+                    return _attachment_retry_later(
+                        attachment_pk, "LINE is still preparing the content", attempts
+                    )
+                size = _content_spool(content, spool)
+                content_type = content_type_base(content.content_type) or "application/octet-stream"
+        except LineApiError as error:
+            if error.retryable and not final_attempt:
+                return _attachment_retry_later(attachment_pk, str(error), attempts)
+            return _attachment_failed(attachment_pk, str(error))
+        except ContentTooLarge as too_large:
+            Attachment.objects.filter(pk=attachment_pk, state=AttachmentState.PENDING).update(
+                state=AttachmentState.TOO_LARGE, error=str(too_large)
             )
-    except LineApiError as error:
-        if error.retryable and not final_attempt:
-            return _attachment_retry_later(attachment_pk, str(error), attempts)
-        return _attachment_failed(attachment_pk, str(error))
-    if response.status_code == 202:
-        # LINE is still transcoding (video, audio): the SDK gives no content yet.
-        if final_attempt:
-            return _attachment_failed(attachment_pk, "LINE never finished preparing the content")
-        return _attachment_retry_later(attachment_pk, "LINE is still preparing the content", attempts)
-    content = bytes(response.data or b"")
-    content_type = (response.headers or {}).get("Content-Type", "application/octet-stream")
-    if len(content) > cap:
-        Attachment.objects.filter(pk=attachment_pk).update(
-            state=AttachmentState.TOO_LARGE, error=f"{len(content)} bytes is over the {cap}-byte limit"
+            logger.info("LINE content not downloaded attachment=%s: %s", attachment_pk, too_large)
+            return None
+        generated = f"{message.external_id or attachment_pk}{_extension(content_type)}"
+        name = (
+            file_name_clean(attachment.file_name, fallback=generated) if attachment.file_name else generated
         )
-        return None
-    name = attachment.file_name or f"{message.external_id}{_extension(content_type)}"
+        # Written to storage before the transaction: a large file is copied without holding the row
+        # lock (on SQLite, the one write lock) meanwhile.
+        spool.seek(0)
+        field = attachment.file.field
+        stored = field.storage.save(
+            field.generate_filename(attachment, name), File(spool), max_length=field.max_length
+        )
     with transaction.atomic():
         current = Attachment.objects.select_for_update().get(pk=attachment_pk)
         if current.state != AttachmentState.PENDING:
+            # Another try finished first, or the customer unsent it meanwhile.
+            transaction.on_commit(lambda: current.file.storage.delete(stored))
             return None
-        current.file.save(name, ContentFile(content), save=False)
+        current.file.name = stored
         current.file_name = name
-        current.content_type = content_type.split(";")[0].strip()
-        current.size = len(content)
+        current.content_type = content_type
+        current.size = size
         current.state = AttachmentState.READY
         current.error = ""
         current.save(update_fields=["file", "file_name", "content_type", "size", "state", "error"])
     return None
+
+
+class ContentTooLarge(Exception):
+    """LINE's content is over LINE_MEDIA_MAX_BYTES: announced so, or found so while reading."""
+
+
+def _content_spool(content: LineContent, spool: IO[bytes]) -> int:
+    """Copy the content into `spool` chunk by chunk; returns its size. Raises ContentTooLarge as soon
+    as the announced length, or the bytes read so far, pass the cap (the rest is not read)."""
+    cap = settings.LINE_MEDIA_MAX_BYTES
+    if content.content_length is not None and content.content_length > cap:
+        raise ContentTooLarge(f"{content.content_length} bytes is over the {cap}-byte limit")
+    size = 0
+    for chunk in content.chunks():
+        size += len(chunk)
+        if size > cap:
+            raise ContentTooLarge(f"Over the {cap}-byte limit: the download was stopped after {size} bytes")
+        spool.write(chunk)
+    return size
 
 
 def line_attachments_sweep(*, now: datetime.datetime | None = None) -> int:

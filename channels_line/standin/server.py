@@ -22,6 +22,7 @@ from typing import Any, Literal
 from . import phone
 from .control import PREFIX, ControlApi
 from .messaging_api import MessagingApi
+from .persistence import StateFile
 from .protocol import StandinRequest, StandinResponse
 from .state import DEFAULT_REPLY_TOKEN_TTL_SECONDS, DEFAULT_WEBHOOK_TIMEOUT_SECONDS, StandinState
 
@@ -48,13 +49,20 @@ class StandinServer:
         openapi_dir: Path | str | None = _USE_SETTINGS,
         reply_token_ttl_seconds: float = DEFAULT_REPLY_TOKEN_TTL_SECONDS,
         webhook_timeout_seconds: float = DEFAULT_WEBHOOK_TIMEOUT_SECONDS,
+        state_file: Path | str | None = None,
     ) -> None:
         """`openapi_dir` defaults to settings.LINE_OPENAPI_DIR; when the folder is missing the server
-        validates with line-bot-sdk's models instead (see `validation`) and says so once in the log."""
+        validates with line-bot-sdk's models instead (see `validation`) and says so once in the log.
+
+        With `state_file`, channels, users and chats are restored from it at start and written back
+        after each request that may change them; without one (the tests), everything stays in memory."""
         self.state = state or StandinState(
             reply_token_ttl_seconds=reply_token_ttl_seconds,
             webhook_timeout_seconds=webhook_timeout_seconds,
         )
+        self.state_file = StateFile(state_file) if state_file is not None else None
+        if self.state_file is not None:
+            self.state_file.load(self.state)
         self.openapi_dir = _usable_openapi_dir(openapi_dir)
         self.validation: Validation = "openapi" if self.openapi_dir is not None else "line-bot-sdk"
         self._stopping = threading.Event()
@@ -128,6 +136,16 @@ class StandinServer:
         self.stop()
 
     def handle(self, request: StandinRequest) -> StandinResponse:
+        """Answer one request, then keep what it changed in the state file (when there is one)."""
+        response = self._route(request)
+        if self.state_file is not None and request.method != "GET":
+            try:
+                self.state_file.save(self.state)
+            except OSError:
+                logger.exception("LINE stand-in could not write its state file %s", self.state_file.path)
+        return response
+
+    def _route(self, request: StandinRequest) -> StandinResponse:
         """Route one request to the phone page, the control API or the Messaging API."""
         if request.method == "GET" and request.path in ("/", "/phone"):
             return StandinResponse(status=200, body=phone.page(), content_type="text/html; charset=utf-8")

@@ -1,12 +1,16 @@
 """The LINE stand-in's memory: channels, their LINE users and chats, the tokens LINE hands out, the
 content customers sent, what the business sent back, and the faults tests ask for.
 
-Everything is in memory and lost on restart, like a fresh LINE sandbox. One re-entrant lock guards
-it all; nothing in this module does I/O, so the lock is never held across a network call.
+Everything is in memory, like a fresh LINE sandbox; `manage.py line_standin --state-file` keeps the
+lasting part (channels, their users and chats, what was said in them) in a file across restarts
+(`persistence.py`, from `snapshot()` and `restore()`). One re-entrant lock guards it all; nothing in this
+module does I/O, so the lock is never held across a network call.
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import itertools
 import re
 import secrets
@@ -227,6 +231,20 @@ class Fault:
         }
 
 
+SNAPSHOT_VERSION = 1
+_CHANNEL_SETTINGS = (
+    "channel_id",
+    "channel_secret",
+    "channel_access_token",
+    "webhook_url",
+    "bot_user_id",
+    "bot_basic_id",
+    "bot_display_name",
+    "bot_picture_url",
+    "monthly_quota",
+)
+
+
 class StandinState:
     """All the stand-in knows. Hold `lock` while reading or changing channels or faults."""
 
@@ -260,6 +278,70 @@ class StandinState:
     def advance_clock(self, seconds: float) -> None:
         with self.lock:
             self.clock_offset_seconds += seconds
+
+    def snapshot(self) -> dict[str, Any]:
+        """What outlives a restart, as JSON-ready data: each channel's credentials and settings, its users,
+        group and room members, both sides of its chats, the content its customers sent, its webhook events
+        (for redelivery) and what the business sent. Short-lived things are left out: reply and read-mark
+        tokens, retry keys, call logs, faults and the clock's advance."""
+        with self.lock:
+            return {
+                "version": SNAPSHOT_VERSION,
+                "channels": [
+                    {
+                        **{name: getattr(channel, name) for name in _CHANNEL_SETTINGS},
+                        "quota_used": channel.quota_used,
+                        "users": [user.as_json() for user in channel.users.values()],
+                        "chats": {chat_id: sorted(members) for chat_id, members in channel.chats.items()},
+                        "contents": [
+                            {
+                                "message_id": content.message_id,
+                                "data_base64": base64.b64encode(content.data).decode("ascii"),
+                                "content_type": content.content_type,
+                                "file_name": content.file_name,
+                                "transcoding_fails": content.transcoding_fails,
+                                "external_url": content.external_url,
+                            }
+                            for content in channel.contents.values()
+                        ],
+                        "events": copy.deepcopy(channel.events),
+                        "sent_messages": copy.deepcopy(channel.sent_messages),
+                        "timeline": copy.deepcopy(channel.timeline),
+                    }
+                    for channel in self.channels.values()
+                ],
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Take back what `snapshot()` gave (channels already here with the same ID are replaced)."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"not a stand-in state of version {SNAPSHOT_VERSION}")
+        with self.lock:
+            last_sequence = 0
+            for saved in snapshot["channels"]:
+                channel = Channel(**{name: saved[name] for name in _CHANNEL_SETTINGS})
+                channel.quota_used = saved.get("quota_used", 0)
+                for user in saved.get("users", []):
+                    channel.users[user["user_id"]] = LineUser(**user)
+                channel.chats = {chat_id: set(members) for chat_id, members in saved.get("chats", {}).items()}
+                for content in saved.get("contents", []):
+                    channel.contents[content["message_id"]] = MessageContent(
+                        message_id=content["message_id"],
+                        data=base64.b64decode(content["data_base64"]),
+                        content_type=content["content_type"],
+                        file_name=content["file_name"],
+                        ready_at=0.0,
+                        transcoding_fails=content["transcoding_fails"],
+                        external_url=content["external_url"],
+                    )
+                channel.events = saved.get("events", {})
+                channel.sent_messages = saved.get("sent_messages", [])
+                channel.timeline = saved.get("timeline", [])
+                for record in (*channel.sent_messages, *channel.timeline):
+                    last_sequence = max(last_sequence, int(record.get("seq", 0)))
+                self.channels[channel.channel_id] = channel
+            # The phone page polls with ?after=<seq>: numbering goes on after the restored records.
+            self._sequence = itertools.count(last_sequence + 1)
 
     def reset(self, *, keep_channels: bool = False) -> None:
         """Forget everything (or everything but the channels' credentials and settings)."""

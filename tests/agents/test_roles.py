@@ -48,6 +48,15 @@ def test_an_administrator_may_manage_users_and_an_agent_may_not():
     assert not agent.has_perm("auth.view_user")
 
 
+def test_an_administrator_may_see_and_clear_sign_in_lockouts_and_an_agent_may_not(client):
+    admin = user_with_role(roles.ADMINISTRATOR, is_staff=True)
+    agent = user_with_role(roles.AGENT)
+    assert admin.has_perms(["axes.view_accessattempt", "axes.delete_accessattempt"])
+    assert not agent.has_perm("axes.view_accessattempt")
+    client.force_login(admin)
+    assert client.get(reverse("admin:axes_accessattempt_changelist")).status_code == 200
+
+
 def test_an_administrator_reaches_the_admin_user_list_and_an_agent_is_sent_to_login(client):
     admin = user_with_role(roles.ADMINISTRATOR, is_staff=True)
     agent = user_with_role(roles.AGENT)

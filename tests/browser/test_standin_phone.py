@@ -56,3 +56,26 @@ def test_a_text_sent_from_the_customer_phone_reaches_the_product_as_a_webhook_ev
     assert event.source_user_id == user["user_id"]
     assert event.raw["message"]["type"] == "text"
     assert event.raw["message"]["text"] == "Hello, is the blue bag in stock?"
+
+
+def test_the_phone_page_opens_on_the_channel_its_link_names(page, standin, screenshot):
+    control = StandinControl(standin.base_url)
+    control.channel_register(bot_display_name="First Shop")
+    wanted = control.channel_register(bot_display_name="Second Shop")
+    control.user_create(wanted["channel_id"], display_name="Nattapong S.")
+
+    page.goto(f"{standin.base_url}/?channel={wanted['channel_id']}")
+
+    expect(page.get_by_label("Channel")).to_have_value(wanted["channel_id"])
+    expect(page.locator("#bot-name")).to_have_text("Second Shop")
+    expect(page.get_by_label("LINE user")).to_contain_text("Nattapong S.")
+    screenshot(page, "standin-phone-channel-from-link")
+
+
+def test_a_link_to_a_channel_the_stand_in_does_not_know_says_how_to_register_it(page, standin):
+    StandinControl(standin.base_url).channel_register(bot_display_name="Known Shop")
+
+    page.goto(f"{standin.base_url}/?channel=1657999999")
+
+    expect(page.locator("#status")).to_contain_text("The stand-in knows no channel 1657999999")
+    expect(page.locator("#status")).to_contain_text("line_standin_register")

@@ -3,13 +3,18 @@ read-only pages of conversations, messages, profiles and webhook events (no N+1 
 
 from __future__ import annotations
 
+import io
+
 import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from channels_line.admin import WIZARD_SESSION_KEY
 from channels_line.models import EventState, LineAccount, LineWebhookEvent, LineWebhookRejectedBody
+from channels_line.services.accounts import line_account_check_credentials
 from channels_line.standin.client import StandinControl
 from omnichannel.fields import decrypt
 from omnichannel.models import DeliveryState, MessagingAccount
@@ -97,7 +102,7 @@ class TestTheNewAccountWizard:
         step4 = admin_client.get(reverse(WIZARD, args=["done"]))
         assert step4.status_code == 200
         assert b"1657000001" in step4.content
-        assert WIZARD_SESSION_KEY not in admin_client.session
+        assert admin_client.session[WIZARD_SESSION_KEY]["account_id"] == str(account.pk)
         for page in (step1, step2, step3, step4):
             assert secret.encode() not in page.content and token.encode() not in page.content
 
@@ -122,7 +127,7 @@ class TestTheNewAccountWizard:
 
         assert response.status_code == 200
         assert b"The Channel ID is the number shown" in response.content
-        assert b"32 letters and digits (console: Basic settings)" in response.content
+        assert b"32 hexadecimal characters (digits and the letters a to f)" in response.content
         assert bad_secret.encode() not in response.content and token.encode() not in response.content
         assert not MessagingAccount.objects.filter(name="Shop").exists()
 
@@ -170,6 +175,258 @@ class TestTheNewAccountWizard:
         assert client.get(reverse("admin:omnichannel_messagingaccount_add")).status_code == 403
 
 
+class TestNamesAndSecrets:
+    def test_a_name_that_differs_only_in_case_is_refused_on_the_first_step(self, admin_client):
+        LineMessagingAccountFactory(name="Bangkok Shop")
+        response = admin_client.post(
+            reverse(WIZARD, args=["channel"]), {"name": "bangkok SHOP", "channel_type": "line"}
+        )
+        assert response.status_code == 200
+        assert b"names are compared without regard to case" in response.content
+        assert WIZARD_SESSION_KEY not in admin_client.session
+
+    def test_a_name_taken_in_another_case_between_the_steps_is_told_on_the_account_step(self, admin_client):
+        admin_client.post(reverse(WIZARD, args=["channel"]), {"name": "Phuket shop", "channel_type": "line"})
+        LineMessagingAccountFactory(name="PHUKET SHOP")
+
+        response = admin_client.post(
+            reverse(WIZARD, args=["account"]),
+            {
+                "channel_id": "1657000009",
+                "channel_secret": channel_secret_new(),
+                "channel_access_token": channel_access_token_new(),
+            },
+        )
+
+        assert response.status_code == 200
+        assert b"Name: A messaging account with this name exists already" in response.content
+        assert MessagingAccount.objects.count() == 1
+
+    def test_renaming_an_account_to_another_accounts_name_in_another_case_is_refused_on_the_name_field(
+        self, admin_client
+    ):
+        LineMessagingAccountFactory(name="Taken")
+        account = LineMessagingAccountFactory(name="Mine")
+        response = admin_client.post(
+            reverse("admin:omnichannel_messagingaccount_change", args=[account.pk]),
+            {"name": "tAKEN", "enabled": "on", "channel_id": account.line.channel_id},
+        )
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["name"] == [
+            "A messaging account with this name exists already (names are compared without regard to case)."
+        ]
+        account.refresh_from_db()
+        assert account.name == "Mine"
+
+    def test_an_account_can_be_renamed_to_its_own_name_in_another_case(self, admin_client):
+        account = LineMessagingAccountFactory(name="quiet shop")
+        response = admin_client.post(
+            reverse("admin:omnichannel_messagingaccount_change", args=[account.pk]),
+            {"name": "Quiet Shop", "enabled": "on", "channel_id": account.line.channel_id},
+        )
+        assert response.status_code == 302
+        account.refresh_from_db()
+        assert account.name == "Quiet Shop"
+
+    @pytest.mark.parametrize(
+        "secret",
+        [
+            "g" * 32,  # 32 letters and digits, but not hexadecimal
+            "A1B2C3D4E5F60718293A4B5C6D7E8F90",  # hexadecimal, but not as LINE shows it (lowercase)
+            "0123456789abcdef0123456789abcde",  # 31 characters
+            "0123456789abcdef0123456789abcdef0",  # 33 characters
+        ],
+    )
+    def test_a_channel_secret_that_is_not_32_lowercase_hexadecimal_characters_is_refused_on_its_field(
+        self, admin_client, secret
+    ):
+        admin_client.post(reverse(WIZARD, args=["channel"]), {"name": "Hex shop", "channel_type": "line"})
+        response = admin_client.post(
+            reverse(WIZARD, args=["account"]),
+            {
+                "channel_id": "1657000010",
+                "channel_secret": secret,
+                "channel_access_token": channel_access_token_new(),
+            },
+        )
+        assert response.status_code == 200
+        assert response.context["adminform"].form.errors["channel_secret"] == [
+            "The Channel secret is 32 hexadecimal characters (digits and the letters a to f), as the LINE "
+            "console shows it under Basic settings."
+        ]
+        assert secret.encode() not in response.content
+        assert not MessagingAccount.objects.exists()
+
+    def test_the_change_form_refuses_a_secret_that_is_not_hexadecimal_and_keeps_the_stored_one(
+        self, admin_client
+    ):
+        account = LineMessagingAccountFactory()
+        old_secret = account.line.channel_secret
+        response = admin_client.post(
+            reverse("admin:omnichannel_messagingaccount_change", args=[account.pk]),
+            {
+                "name": account.name,
+                "enabled": "on",
+                "channel_id": account.line.channel_id,
+                "channel_secret": "z" * 32,
+            },
+        )
+        assert response.status_code == 200
+        assert "channel_secret" in response.context["adminform"].form.errors
+        assert LineAccount.objects.get(pk=account.pk).channel_secret == old_secret
+
+    def test_a_race_lost_on_the_channel_id_constraint_is_told_like_the_check(self, monkeypatch):
+        from django.core.exceptions import ValidationError
+
+        from channels_line.services import accounts
+
+        existing = LineMessagingAccountFactory()
+        real_refuse_taken = accounts._refuse_taken
+        calls = []
+
+        # Two requests cannot be interleaved here on demand: the first check is made to miss the other
+        # account, as it would if that account committed just after it; the database's constraint decides.
+        def first_check_misses(**kwargs):
+            calls.append(kwargs)
+            if len(calls) > 1:
+                real_refuse_taken(**kwargs)
+
+        monkeypatch.setattr(accounts, "_refuse_taken", first_check_misses)
+        with pytest.raises(ValidationError) as raised:
+            accounts.line_account_create(
+                name="Racer",
+                channel_id=existing.line.channel_id,
+                channel_secret=channel_secret_new(),
+                channel_access_token=channel_access_token_new(),
+            )
+
+        assert raised.value.message_dict == {"channel_id": ["This LINE channel is connected already."]}
+        assert len(calls) == 2
+        assert not MessagingAccount.objects.filter(name="Racer").exists()
+
+
+class TestTheAccountList:
+    def test_the_list_shows_the_channel_id_and_the_callback_url_on_one_line_with_its_title_and_copy_button(
+        self, admin_client
+    ):
+        account = LineMessagingAccountFactory(channel_id="1657000042")
+        response = admin_client.get(reverse("admin:omnichannel_messagingaccount_changelist"))
+        content = response.content.decode()
+
+        assert '<td class="field-channel_id_display">1657000042</td>' in content
+        url = account.line.callback_url
+        assert (
+            f'<span class="callback-url" id="callback-url-{account.pk}" title="{url}">{url}</span>' in content
+        )
+        assert f'data-copy-target="callback-url-{account.pk}"' in content
+        assert "text-overflow: ellipsis" in content and "white-space: nowrap" in content
+        assert "navigator.clipboard" in content
+
+    def test_the_list_sorts_by_channel_id(self, admin_client):
+        LineMessagingAccountFactory(name="B", channel_id="1657000002")
+        LineMessagingAccountFactory(name="A", channel_id="1657000003")
+        LineMessagingAccountFactory(name="C", channel_id="1657000001")
+        changelist = reverse("admin:omnichannel_messagingaccount_changelist")
+        column = admin_client.get(changelist).context["cl"].list_display.index("channel_id_display")
+        response = admin_client.get(changelist, {"o": str(column)})
+        assert [account.name for account in response.context["cl"].result_list] == ["C", "B", "A"]
+
+
+class TestTheDonePage:
+    def make_account_through_the_wizard(self, admin_client, name: str = "Reload shop") -> MessagingAccount:
+        admin_client.post(reverse(WIZARD, args=["channel"]), {"name": name, "channel_type": "line"})
+        admin_client.post(
+            reverse(WIZARD, args=["account"]),
+            {
+                "channel_id": "1657000077",
+                "channel_secret": channel_secret_new(),
+                "channel_access_token": channel_access_token_new(),
+            },
+        )
+        return MessagingAccount.objects.get(name=name)
+
+    def test_reloading_the_done_page_shows_the_account_again(self, admin_client):
+        account = self.make_account_through_the_wizard(admin_client)
+        first = admin_client.get(reverse(WIZARD, args=["done"]))
+        again = admin_client.get(reverse(WIZARD, args=["done"]))
+
+        for page in (first, again):
+            assert page.status_code == 200
+            assert page.context["step"] == "done" and page.context["account"] == account
+            assert b"1657000077" in page.content and account.line.callback_url.encode() in page.content
+
+    def test_new_account_after_the_done_page_starts_an_empty_wizard(self, admin_client):
+        self.make_account_through_the_wizard(admin_client)
+        admin_client.get(reverse(WIZARD, args=["done"]))
+
+        start = admin_client.get(reverse("admin:omnichannel_messagingaccount_add"), follow=True)
+
+        assert start.context["step"] == "channel"
+        assert start.context["form"]["name"].value() is None
+        assert WIZARD_SESSION_KEY not in admin_client.session
+
+    def test_the_done_page_links_to_the_accounts_conversations_which_lists_them(self, admin_client):
+        account = self.make_account_through_the_wizard(admin_client)
+        mine = ConversationFactory(
+            social_profile=SocialProfileFactory(messaging_account=account, display_name="Mine customer")
+        )
+        ConversationFactory(social_profile=SocialProfileFactory(display_name="Other customer"))
+
+        done = admin_client.get(reverse(WIZARD, args=["done"]))
+        link = done.context["conversations_url"]
+        assert f'href="{link}"'.replace("&", "&amp;").encode() in done.content
+
+        listing = admin_client.get(link)
+        assert listing.status_code == 200
+        assert list(listing.context["cl"].result_list) == [mine]
+
+    def test_with_the_stand_in_the_done_page_says_how_to_chat_with_the_account_there(
+        self, admin_client, settings
+    ):
+        settings.LINE_API_BASE_URL = "http://127.0.0.1:8090"
+        account = self.make_account_through_the_wizard(admin_client, name="Stand-in shop")
+        done = admin_client.get(reverse(WIZARD, args=["done"])).content.decode()
+        assert 'href="http://127.0.0.1:8090/?channel=1657000077"' in done
+        assert "python manage.py line_standin_register &#x27;Stand-in shop&#x27;" in done
+        assert account.name in done
+
+    def test_without_the_stand_in_the_done_page_does_not_offer_it(self, admin_client, settings):
+        settings.LINE_API_BASE_URL = ""
+        self.make_account_through_the_wizard(admin_client)
+        done = admin_client.get(reverse(WIZARD, args=["done"])).content.decode()
+        assert "stand-in" not in done and "line_standin_register" not in done
+        assert "Check the credentials" in done
+
+
+class TestRegisteringAnAccountInTheStandIn:
+    def test_the_command_registers_the_accounts_channel_so_a_customer_can_write_to_it(self, standin):
+        account = LineMessagingAccountFactory(name="Registered shop")
+        control = StandinControl(standin.base_url)
+        out = io.StringIO()
+
+        call_command("line_standin_register", "REGISTERED SHOP", stdout=out)
+
+        (channel,) = control.channels()
+        assert channel["channel_id"] == account.line.channel_id
+        assert channel["channel_secret"] == account.line.channel_secret
+        assert channel["channel_access_token"] == account.line.channel_access_token
+        assert channel["webhook_url"] == account.line.callback_url
+        assert f"{standin.base_url}/?channel={account.line.channel_id}" in out.getvalue()
+        # LINE's bot info answers with the account's token: "Check credentials" passes now.
+        assert line_account_check_credentials(account=account).ok
+
+    def test_the_command_says_what_is_wrong_without_a_stand_in_or_an_account(self, settings):
+        LineMessagingAccountFactory(name="Somewhere")
+        settings.LINE_API_BASE_URL = ""
+        with pytest.raises(CommandError, match="LINE_API_BASE_URL is not set"):
+            call_command("line_standin_register", "Somewhere")
+        settings.LINE_API_BASE_URL = "http://127.0.0.1:1"
+        with pytest.raises(CommandError, match="No LINE messaging account is named 'Nowhere'"):
+            call_command("line_standin_register", "Nowhere")
+        with pytest.raises(CommandError, match="did not take the channel"):
+            call_command("line_standin_register", "Somewhere")
+
+
 class TestTheChangeForm:
     def test_secrets_are_shown_masked_with_an_empty_replace_field_and_never_in_the_html(self, admin_client):
         account = LineMessagingAccountFactory()
@@ -212,7 +469,7 @@ class TestTheChangeForm:
             {"name": "Renamed", "channel_id": account.line.channel_id, "channel_secret": "short"},
         )
         assert response.status_code == 200
-        assert b"32 letters and digits" in response.content
+        assert b"32 hexadecimal characters" in response.content
         assert b'value="short"' not in response.content
         account.refresh_from_db()
         assert account.name != "Renamed" and account.line.channel_secret == old_secret

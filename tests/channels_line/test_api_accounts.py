@@ -10,6 +10,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from channels_line.models import LineAccount
+from channels_line.services.accounts import CHANNEL_SECRET_INVALID, NAME_TAKEN
 from channels_line.standin.client import StandinControl
 from omnichannel.models import Conversation, MessagingAccount
 from tests.factories import (
@@ -169,7 +170,7 @@ class TestServiceErrors:
         assert response.status_code == 400
         errors = response.json()
         assert "number shown in the console" in errors["channel_id"][0]
-        assert "32 letters and digits" in errors["channel_secret"][0]
+        assert "32 hexadecimal characters" in errors["channel_secret"][0]
         assert "too-short" not in response.content.decode()
         assert not MessagingAccount.objects.exists()
 
@@ -184,7 +185,42 @@ class TestServiceErrors:
         other = LineMessagingAccountFactory()
         response = admin_api.patch(detail(other), {"name": "Taken"}, format="json")
         assert response.status_code == 400
-        assert response.json() == {"name": ["A messaging account with this name exists already."]}
+        assert response.json() == {"name": [NAME_TAKEN]}
+
+    def test_a_name_that_differs_only_in_case_is_a_400_on_create_and_on_update(self, admin_api):
+        LineMessagingAccountFactory(name="Bangkok Shop")
+        response = admin_api.post(ACCOUNTS, new_account_body(name="BANGKOK shop"), format="json")
+        assert response.status_code == 400
+        assert response.json() == {
+            "name": [
+                "A messaging account with this name exists already (names are compared without regard "
+                "to case)."
+            ]
+        }
+
+        other = LineMessagingAccountFactory(name="Other")
+        response = admin_api.patch(detail(other), {"name": "bangkok shop"}, format="json")
+        assert response.status_code == 400 and response.json() == {"name": [NAME_TAKEN]}
+        response = admin_api.patch(detail(other), {"name": "OTHER"}, format="json")
+        assert response.status_code == 200 and response.json()["name"] == "OTHER"
+
+    @pytest.mark.parametrize(
+        "secret",
+        ["g" * 32, "0123456789ABCDEF0123456789ABCDEF", "0123456789abcdef", "0123456789abcdef" * 3],
+    )
+    def test_a_channel_secret_that_is_not_32_lowercase_hexadecimal_characters_is_a_400(
+        self, admin_api, secret
+    ):
+        response = admin_api.post(ACCOUNTS, new_account_body(channel_secret=secret), format="json")
+        assert response.status_code == 400
+        assert response.json() == {"channel_secret": [CHANNEL_SECRET_INVALID]}
+        assert secret not in response.content.decode()
+
+        account = LineMessagingAccountFactory()
+        response = admin_api.patch(detail(account), {"channel_secret": secret}, format="json")
+        assert response.status_code == 400
+        assert response.json() == {"channel_secret": [CHANNEL_SECRET_INVALID]}
+        assert not MessagingAccount.objects.filter(line__channel_id="1657123456").exists()
 
     def test_an_unknown_channel_type_is_refused(self, admin_api):
         response = admin_api.post(ACCOUNTS, new_account_body(channel_type="whatsapp"), format="json")

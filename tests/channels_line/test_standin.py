@@ -883,3 +883,172 @@ def _sign(secret: str, raw: str) -> str:
     from channels_line.standin import signature
 
     return signature(secret, raw.encode())
+
+
+# --- the state file (manage.py line_standin --state-file) ---------------------------------------------
+
+
+def test_with_a_state_file_channels_users_chats_and_content_outlive_a_restart(tmp_path: Path):
+    state_path = tmp_path / "standin-state.json"
+    with StandinServer(host="127.0.0.1", port=0, state_file=state_path) as first:
+        control = StandinControl(first.base_url)
+        channel = control.channel_register(bot_display_name="Kept Shop")
+        user = control.user_create(channel["channel_id"], display_name="Aiko Tanaka", language="ja")
+        said = control.act(
+            channel["channel_id"],
+            {"type": "text", "user_id": user["user_id"], "text": "Still there?"},
+            {"type": "image", "user_id": user["user_id"]},
+            deliver=False,
+        )
+        configuration = Configuration(host=first.base_url, access_token=channel["channel_access_token"])
+        with ApiClient(configuration) as api_client:
+            MessagingApi(api_client).push_message(
+                text_push(user["user_id"], "Yes, we are"), _request_timeout=SDK_TIMEOUT
+            )
+        before = control.timeline(channel["channel_id"], chat_id=user["user_id"])
+    assert [entry["side"] for entry in before] == ["customer", "customer", "business"]
+
+    with StandinServer(host="127.0.0.1", port=0, state_file=state_path) as second:
+        control = StandinControl(second.base_url)
+        assert [u["display_name"] for u in control.users(channel["channel_id"])] == ["Aiko Tanaka"]
+        assert control.timeline(channel["channel_id"], chat_id=user["user_id"]) == before
+        image_id = said["message_ids"][1]
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        url = f"{second.base_url}/_standin/channels/{channel['channel_id']}/content/{image_id}"
+        with opener.open(url, timeout=SDK_TIMEOUT) as response:
+            assert response.read().startswith(b"\x89PNG")
+        # The same credentials still work, and the phone page's polling (?after=<seq>) sees what is new.
+        configuration = Configuration(host=second.base_url, access_token=channel["channel_access_token"])
+        with ApiClient(configuration) as api_client:
+            bot = MessagingApi(api_client).get_bot_info(_request_timeout=SDK_TIMEOUT)
+        assert bot.display_name == "Kept Shop"
+        control.act(
+            channel["channel_id"],
+            {"type": "text", "user_id": user["user_id"], "text": "Great"},
+            deliver=False,
+        )
+        fresh = control.timeline(channel["channel_id"], chat_id=user["user_id"], after=before[-1]["seq"])
+        assert [entry["event"]["message"]["text"] for entry in fresh] == ["Great"]
+
+    assert state_path.stat().st_mode & 0o777 == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["standin-state.json"]
+
+
+def test_a_reset_is_kept_in_the_state_file_too(tmp_path: Path):
+    state_path = tmp_path / "standin-state.json"
+    with StandinServer(host="127.0.0.1", port=0, state_file=state_path) as first:
+        StandinControl(first.base_url).channel_register(bot_display_name="Forgotten Shop")
+        StandinControl(first.base_url).reset()
+    with StandinServer(host="127.0.0.1", port=0, state_file=state_path) as second:
+        assert StandinControl(second.base_url).channels() == []
+
+
+def test_without_a_state_file_a_restarted_stand_in_knows_nothing(tmp_path: Path):
+    with StandinServer(host="127.0.0.1", port=0) as first:
+        StandinControl(first.base_url).channel_register(bot_display_name="Memory Shop")
+    with StandinServer(host="127.0.0.1", port=0) as second:
+        assert StandinControl(second.base_url).channels() == []
+
+
+def test_the_state_file_is_replaced_whole_so_a_failed_write_leaves_the_previous_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    from channels_line.standin import persistence
+
+    state_path = tmp_path / "standin-state.json"
+    with StandinServer(host="127.0.0.1", port=0, state_file=state_path) as server:
+        control = StandinControl(server.base_url)
+        channel = control.channel_register(bot_display_name="Whole Shop")
+        kept = state_path.read_bytes()
+
+        # A disk that fails mid-write cannot be had here on demand: os.fsync is made to fail instead.
+        def failing_fsync(descriptor: int) -> None:
+            raise OSError("disk full")
+
+        monkeypatch.setattr(persistence.os, "fsync", failing_fsync)
+        control.user_create(channel["channel_id"], display_name="Not kept")
+
+    assert state_path.read_bytes() == kept
+    assert [path.name for path in tmp_path.iterdir()] == ["standin-state.json"]
+
+
+def test_the_management_command_keeps_its_channels_in_the_state_file_across_restarts(tmp_path: Path):
+    state_path = tmp_path / "standin-state.json"
+
+    def run_once(action) -> str:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "manage.py",
+                "line_standin",
+                "--port",
+                str(port),
+                "--state-file",
+                str(state_path),
+            ],
+            cwd=BASE_DIR,
+            env=os.environ.copy(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        try:
+            control = StandinControl(f"http://127.0.0.1:{port}", timeout=5)
+
+            def healthy() -> bool:
+                try:
+                    return control.health()["ok"]
+                except OSError:
+                    return False
+
+            wait_for(healthy, timeout=30, message="manage.py line_standin to answer")
+            action(control)
+            process.send_signal(signal.SIGINT)
+            output, _ = process.communicate(timeout=15)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, output
+        return output
+
+    registered: dict[str, Any] = {}
+
+    def register(control: StandinControl) -> None:
+        registered.update(control.channel_register(bot_display_name="Restarted Shop"))
+        control.user_create(registered["channel_id"], display_name="Somchai")
+
+    def look(control: StandinControl) -> None:
+        registered["after"] = control.channels()
+        registered["users"] = control.users(registered["channel_id"])
+
+    run_once(register)
+    output = run_once(look)
+
+    assert f"kept in {state_path} (1 channel(s) restored)" in output
+    assert [channel["channel_id"] for channel in registered["after"]] == [registered["channel_id"]]
+    assert [user["display_name"] for user in registered["users"]] == ["Somchai"]
+
+
+def test_a_channel_registered_without_credentials_gets_a_secret_shaped_as_line_issues_them(
+    control: StandinControl,
+):
+    from channels_line.services.accounts import channel_secret_validator
+
+    channel = control.channel_register(bot_display_name="Made-up Shop")
+
+    channel_secret_validator(channel["channel_secret"])  # 32 lowercase hexadecimal characters
+    assert channel["channel_id"].isdigit()
+
+
+def test_a_state_file_that_cannot_be_read_stops_the_start_with_a_message_naming_it(tmp_path: Path):
+    from channels_line.standin.persistence import StateFileUnreadable
+
+    state_path = tmp_path / "standin-state.json"
+    state_path.write_text('{"version": 1, "channels": [{"channel_id": "1"')
+
+    with pytest.raises(StateFileUnreadable, match=f"{state_path} cannot be read .*delete it to start afresh"):
+        StandinServer(host="127.0.0.1", port=0, state_file=state_path)

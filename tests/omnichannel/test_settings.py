@@ -178,3 +178,51 @@ def test_every_periodic_task_names_a_task_the_worker_knows():
     assert scheduled <= set(app.tasks), scheduled - set(app.tasks)
     routed = {name for name in settings.CELERY_TASK_ROUTES if not name.endswith("*")}
     assert routed <= set(app.tasks), routed - set(app.tasks)
+
+
+PRINT_LIMITS = (
+    "import json, django; from django.conf import settings; django.setup();"
+    "print(json.dumps({'rates': settings.REST_FRAMEWORK['DEFAULT_THROTTLE_RATES'],"
+    " 'throttles': settings.REST_FRAMEWORK['DEFAULT_THROTTLE_CLASSES'],"
+    " 'proxies': settings.REST_FRAMEWORK['NUM_PROXIES'],"
+    " 'failures': settings.AXES_FAILURE_LIMIT, 'cooloff': settings.AXES_COOLOFF_TIME.total_seconds(),"
+    " 'lock_by': settings.AXES_LOCKOUT_PARAMETERS, 'cache': settings.CACHES['default']}))"
+)
+
+
+def test_sign_in_lockout_and_api_throttles_have_defaults_shared_by_every_web_process(tmp_path):
+    values = read_settings({"DEBUG": "true"}, tmp_path, PRINT_LIMITS)
+    assert values["rates"] == {"anon": "60/minute", "user": "1200/minute"}
+    assert values["throttles"] == [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ]
+    assert values["proxies"] == 0  # X-Forwarded-For, written by the client, is not trusted
+    assert values["failures"] == 5
+    assert values["cooloff"] == 15 * 60
+    assert values["lock_by"] == [["username", "ip_address"]]
+    # Not a per-process memory cache: gunicorn's processes must count together.
+    assert values["cache"]["BACKEND"] == "django.core.cache.backends.filebased.FileBasedCache"
+    assert values["cache"]["LOCATION"] == str(tmp_path / "var" / "cache")
+
+
+def test_sign_in_lockout_api_throttles_and_cache_are_set_from_the_environment(tmp_path):
+    values = read_settings(
+        {
+            "DEBUG": "true",
+            "API_THROTTLE_ANON": "10/minute",
+            "API_THROTTLE_USER": "100/hour",
+            "LOGIN_FAILURE_LIMIT": "3",
+            "LOGIN_COOLOFF_MINUTES": "60",
+            "BEHIND_TLS_PROXY": "true",
+            "CACHE_URL": "redis://cache.example:6380/3",
+        },
+        tmp_path,
+        PRINT_LIMITS,
+    )
+    assert values["rates"] == {"anon": "10/minute", "user": "100/hour"}
+    assert values["proxies"] == 1  # the address the TLS proxy added
+    assert values["failures"] == 3
+    assert values["cooloff"] == 3600
+    assert values["cache"]["BACKEND"] == "django.core.cache.backends.redis.RedisCache"
+    assert values["cache"]["LOCATION"] == "redis://cache.example:6380/3"

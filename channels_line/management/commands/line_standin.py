@@ -6,10 +6,11 @@ from pathlib import Path
 from typing import Any
 
 from django.conf import settings
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from channels_line.standin import StandinServer
 from channels_line.standin.demo import channels_file_load_in_background
+from channels_line.standin.persistence import StateFileUnreadable
 from channels_line.standin.state import DEFAULT_REPLY_TOKEN_TTL_SECONDS, DEFAULT_WEBHOOK_TIMEOUT_SECONDS
 
 
@@ -48,18 +49,27 @@ class Command(BaseCommand):
             help="A JSON file written by `manage.py demo_setup`: the channel and users to register at start.",
         )
         parser.add_argument(
+            "--state-file",
+            help="A JSON file that keeps channels, LINE users and chats across restarts (restored at start, "
+            "written after every change). Without it everything is forgotten on exit.",
+        )
+        parser.add_argument(
             "--demo-conversation",
             action="store_true",
             help="With --channels-file: once, send a first customer conversation to the product.",
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
-        server = StandinServer(
-            host=options["host"],
-            port=options["port"],
-            reply_token_ttl_seconds=options["reply_token_ttl"],
-            webhook_timeout_seconds=options["webhook_timeout"],
-        )
+        try:
+            server = StandinServer(
+                host=options["host"],
+                port=options["port"],
+                reply_token_ttl_seconds=options["reply_token_ttl"],
+                webhook_timeout_seconds=options["webhook_timeout"],
+                state_file=options["state_file"],
+            )
+        except StateFileUnreadable as error:
+            raise CommandError(str(error)) from error
         if server.validation == "openapi":
             validation = f"against LINE's OpenAPI files in {server.openapi_dir}"
         else:
@@ -68,6 +78,11 @@ class Command(BaseCommand):
             f"LINE stand-in on {server.base_url}  (phone page: {server.base_url}/, "
             f"control API: {server.base_url}/_standin/, validating {validation}). Ctrl-C stops."
         )
+        if server.state_file is not None:
+            self.stdout.write(
+                f"Channels, users and chats kept in {server.state_file.path} "
+                f"({len(server.state.channels)} channel(s) restored)."
+            )
         self.stdout.flush()
         if options["channels_file"]:
             path = Path(options["channels_file"])
