@@ -19,7 +19,6 @@ from django.db import DataError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from omnichannel.db import write_turn
 from omnichannel.models import ChannelType, MessagingAccount
 
 from ..models import EventState, LineWebhookEvent, LineWebhookRejectedBody
@@ -119,7 +118,7 @@ def line_webhook_receive(*, account: MessagingAccount, body: bytes, signature: s
         raise WebhookRejected(400, f"unreadable body: {unreadable}") from None
     rows = [event_row(account_id=account.pk, signed=signed) for signed in events]
     try:
-        with write_turn(), transaction.atomic():
+        with transaction.atomic():
             stored: dict[str, int] = {}
             for start in range(0, len(rows), INSERT_ROWS_MAX):  # within the database's parameter limit
                 stored |= events_insert(rows[start : start + INSERT_ROWS_MAX])
