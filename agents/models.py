@@ -1,0 +1,100 @@
+"""Agents as routing sees them: a profile per user with presence, capacity and skills. Queue
+membership lives in routing (routing.QueueMembership)."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+from django.db.models import Q
+from django.db.models.functions import Lower
+
+
+class Presence(models.TextChoices):
+    """An agent's presence; only the presences a workstream allows receive pushed work."""
+
+    AVAILABLE = "available", "Available"
+    BUSY = "busy", "Busy"
+    BUSY_DND = "busy_dnd", "Busy - do not disturb"
+    AWAY = "away", "Away"
+    OFFLINE = "offline", "Offline"
+
+
+SKILL_LEVEL_MIN = 1
+SKILL_LEVEL_MAX = 10
+AGENT_CAPACITY_DEFAULT = 10
+
+
+class Skill(models.Model):
+    """A skill an agent has (with a level) and a conversation may need (classification writes it)."""
+
+    name = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [
+            # "Billing" and "billing" are one skill to a person (rules name skills by text).
+            models.UniqueConstraint(
+                Lower("name"),
+                name="skill_name_unique_ci",
+                violation_error_message="A skill with this name exists already (names are compared "
+                "without regard to case).",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class AgentProfile(models.Model):
+    """What routing needs to know about one user who works conversations.
+
+    Created on demand (agents.services.agent_profile_for) for every user of the Agent group."""
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="agent_profile"
+    )
+    presence = models.CharField(max_length=10, choices=Presence.choices, default=Presence.OFFLINE)
+    presence_changed_at = models.DateTimeField(null=True, blank=True)
+    # Units of work the agent can hold at once; a conversation holds its workstream's capacity_units.
+    capacity = models.PositiveIntegerField(default=AGENT_CAPACITY_DEFAULT)
+    skills = models.ManyToManyField(Skill, through="AgentSkill", related_name="agents", blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["user__username"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(presence__in=Presence.values), name="agent_profile_presence_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Agent profile of {self.user}"
+
+
+class AgentSkill(models.Model):
+    """A skill of an agent, at a level from 1 (beginner) to 10 (expert)."""
+
+    profile = models.ForeignKey(AgentProfile, on_delete=models.CASCADE, related_name="agent_skills")
+    skill = models.ForeignKey(Skill, on_delete=models.CASCADE, related_name="agent_skills")
+    level = models.PositiveSmallIntegerField(
+        default=SKILL_LEVEL_MIN,
+        validators=[MinValueValidator(SKILL_LEVEL_MIN), MaxValueValidator(SKILL_LEVEL_MAX)],
+        help_text=f"From {SKILL_LEVEL_MIN} (beginner) to {SKILL_LEVEL_MAX} (expert).",
+    )
+
+    class Meta:
+        ordering = ["skill__name"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "skill"], name="agent_skill_once_per_profile"),
+            models.CheckConstraint(
+                condition=Q(level__gte=SKILL_LEVEL_MIN, level__lte=SKILL_LEVEL_MAX),
+                name="agent_skill_level_range",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.skill} ({self.level})"

@@ -23,6 +23,10 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "routing.view_*",
         "agents.view_*",
         "agents.change_agentprofile",
+        # An agent profile's skills are rows of their own (edited on the profile's page).
+        "agents.add_agentskill",
+        "agents.change_agentskill",
+        "agents.delete_agentskill",
         "auth.view_user",
     ],
     AGENT: [
@@ -32,6 +36,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "omnichannel.add_contact",
         "omnichannel.change_contact",
         "omnichannel.change_socialprofile",
-        "agents.view_agentprofile",
+        "agents.view_agentprofile",  # their own (agents/admin.py and, next, the API filter by viewer)
+        "agents.view_agentskill",
     ],
 }

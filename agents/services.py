@@ -4,9 +4,10 @@ import fnmatch
 from dataclasses import dataclass
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.db import transaction
 
+from .models import AgentProfile
 from .roles import ADMINISTRATOR, AGENT, ROLE_PERMISSIONS, SUPERVISOR
 
 
@@ -62,4 +63,22 @@ def demo_users_ensure(*, passwords: dict[str, str]) -> list[str]:
             user.save(update_fields=["password"])
             created.append(spec.username)
         user.groups.add(Group.objects.get(name=spec.role))
+    return created
+
+
+def agent_profile_for(user: AbstractBaseUser) -> AgentProfile:
+    """The user's agent profile, created on first use (Offline, default capacity, no skills). Two
+    concurrent first uses make one row: the one-to-one's unique constraint decides, the loser reads it."""
+    profile, _ = AgentProfile.objects.get_or_create(user=user)
+    return profile
+
+
+def agent_profiles_ensure() -> int:
+    """Give every user of the Agent group who has none an agent profile; returns how many were made."""
+    User = get_user_model()
+    missing = User.objects.filter(groups__name=AGENT, agent_profile__isnull=True).distinct()
+    created = 0
+    for user in missing:
+        _, is_new = AgentProfile.objects.get_or_create(user=user)
+        created += is_new
     return created

@@ -11,7 +11,7 @@ from typing import Any
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema, extend_schema_view
-from rest_framework import permissions, serializers, viewsets
+from rest_framework import exceptions, permissions, serializers, viewsets
 from rest_framework.decorators import action
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -19,6 +19,7 @@ from rest_framework.response import Response
 from omnichannel.models import ChannelType, MessagingAccount
 
 from .services.accounts import (
+    AccountInUse,
     channel_id_validator,
     channel_secret_validator,
     line_account_check_credentials,
@@ -28,6 +29,11 @@ from .services.accounts import (
 )
 
 logger = logging.getLogger(__name__)
+
+
+class AccountInUseConflict(exceptions.APIException):
+    status_code = 409
+    default_code = "account_in_use"
 
 
 def service_errors(error: DjangoValidationError) -> serializers.ValidationError:
@@ -157,7 +163,10 @@ class MessagingAccountViewSet(viewsets.ModelViewSet):
         return super().get_queryset().select_related("line").order_by("name", "id")
 
     def perform_destroy(self, instance: MessagingAccount) -> None:
-        line_account_delete(account=instance)
+        try:
+            line_account_delete(account=instance)
+        except AccountInUse as in_use:
+            raise AccountInUseConflict(str(in_use)) from None
 
     @extend_schema(
         summary="Check the credentials with LINE (Administrators)",

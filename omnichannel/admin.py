@@ -178,9 +178,17 @@ def message_text_preview(message: Message) -> str:
 
 @admin.register(Conversation)
 class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
-    list_display = ["__str__", "customer", "messaging_account", "thread_type", "state", "last_message"]
-    list_select_related = ["messaging_account", "social_profile"]
-    list_filter = ["state", "thread_type", "messaging_account"]
+    list_display = [
+        "__str__",
+        "customer",
+        "messaging_account",
+        "thread_type",
+        "state",
+        "queue",
+        "last_message",
+    ]
+    list_select_related = ["messaging_account", "social_profile", "queue"]
+    list_filter = ["state", "thread_type", "messaging_account", "queue"]
     search_fields = ["thread_id", "social_profile__display_name", "social_profile__external_id"]
     date_hierarchy = "last_message_at"
     fields = [
@@ -192,6 +200,11 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "created_at",
         "last_message_at",
         "closed_at",
+        "workstream",
+        "queue",
+        "priority",
+        "queued_at",
+        "routing_decision",
     ]
     readonly_fields = fields
     inlines = [MessageInline]
@@ -208,6 +221,10 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
                 latest_message_kind=Subquery(latest.values("kind")[:1]),
             )
         )
+
+    @admin.display(description="Routing decision")
+    def routing_decision(self, conversation: Conversation) -> str:
+        return json_block(conversation.routing) if conversation.routing else "-"
 
     @admin.display(description="Customer", ordering="social_profile__display_name")
     def customer(self, conversation: Conversation) -> str:

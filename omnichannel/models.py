@@ -142,6 +142,21 @@ class Conversation(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     last_message_at = models.DateTimeField(null=True, blank=True, db_index=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # Routing (routing.services.conversation_route). An "open item" of a queue: queue set, state Open.
+    workstream = models.ForeignKey(
+        "routing.Workstream", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    queue = models.ForeignKey(
+        "routing.Queue", null=True, blank=True, on_delete=models.SET_NULL, related_name="conversations"
+    )
+    # Lower number goes first (as for queues); classification may set it.
+    priority = models.PositiveIntegerField(default=100)
+    # The recorded decision: rules matched, attributes written, queue, reason, when.
+    routing = models.JSONField(default=dict, blank=True)
+    # Due for routing since then (set when the conversation is created, cleared when routed); the
+    # routing sweep queues again what is still due QUEUE_SWEEP_AFTER_SECONDS later.
+    routing_due_at = models.DateTimeField(null=True, blank=True)
+    queued_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
@@ -157,7 +172,17 @@ class Conversation(models.Model):
                 name="conversation_closed_has_closed_at",
             ),
         ]
-        indexes = [models.Index(fields=["state", "-last_message_at"])]
+        indexes = [
+            models.Index(fields=["state", "-last_message_at"]),
+            # A queue's open items, oldest first (the queue list, and distribution next).
+            models.Index(fields=["queue", "state", "queued_at"], name="conversation_queue_state_idx"),
+            # The routing sweep's query.
+            models.Index(
+                fields=["routing_due_at"],
+                name="conversation_routing_due_idx",
+                condition=Q(routing_due_at__isnull=False),
+            ),
+        ]
 
     def __str__(self) -> str:
         return f"Conversation {self.pk} with {self.social_profile or self.thread_id}"

@@ -103,8 +103,14 @@ def social_profile_ensure(*, account: MessagingAccount, external_id: str) -> tup
 
 
 def conversation_new_hook(*, conversation: Conversation) -> None:
-    """Called once for every new conversation, after commit. Routing hooks in here (a later issue);
-    until then a new conversation simply stays Open."""
+    """Called once for every new conversation, after commit: queue its routing (it was created due
+    for routing, `routing_due_at`, so a lost enqueue is swept up). Never raises."""
+    from routing.services import conversation_routing_schedule
+
+    try:
+        conversation_routing_schedule(conversation=conversation)
+    except Exception:
+        logger.exception("Routing not scheduled (the sweep will) conversation=%s", conversation.pk)
 
 
 def _open_conversations_locked(account_id: object) -> QuerySet[Conversation]:
@@ -159,6 +165,8 @@ def conversation_ensure_open(
                 thread_type=thread_type,
                 thread_id=thread_id,
                 social_profile=social_profile if thread_type == ThreadType.USER else None,
+                # Recorded in this transaction: routing is never lost (conversations_routing_sweep).
+                routing_due_at=timezone.now(),
             )
     except IntegrityError:
         conversation = _open_conversations_locked(account.pk).get(thread_id=thread_id)

@@ -330,7 +330,7 @@ CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_QUEUES = [
     Queue(name, Exchange(name), routing_key=name)
-    for name in ("inbound", "outbound", "default", "maintenance")
+    for name in ("inbound", "outbound", "routing", "default", "maintenance")
 ]
 CELERY_TASK_ROUTES = {
     "channels_line.tasks.line_events_process": {"queue": "inbound"},
@@ -341,6 +341,8 @@ CELERY_TASK_ROUTES = {
     "omnichannel.tasks.*": {"queue": "maintenance"},
     "channels_line.tasks.line_events_sweep": {"queue": "maintenance"},
     "channels_line.tasks.line_attachments_sweep": {"queue": "maintenance"},
+    "routing.tasks.conversation_route": {"queue": "routing"},
+    "routing.tasks.conversations_routing_sweep": {"queue": "maintenance"},
 }
 # Work whose enqueue may be lost (the broker down, a process killed) is written to the database first;
 # a periodic sweep queues again what is still waiting this many seconds after it was due.
@@ -353,6 +355,7 @@ CELERY_BEAT_SCHEDULE = {
     "line-events-sweep": {"task": "channels_line.tasks.line_events_sweep", "schedule": 30.0},
     "line-attachments-sweep": {"task": "channels_line.tasks.line_attachments_sweep", "schedule": 30.0},
     "message-deliveries-sweep": {"task": "omnichannel.tasks.message_deliveries_sweep", "schedule": 30.0},
+    "conversations-routing-sweep": {"task": "routing.tasks.conversations_routing_sweep", "schedule": 30.0},
     "heartbeats-prune": {"task": "omnichannel.tasks.worker_heartbeats_prune", "schedule": crontab(minute=7)},
 }
 

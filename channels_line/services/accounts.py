@@ -9,7 +9,7 @@ from uuid import UUID
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import IntegrityError, transaction
-from django.db.models import Value
+from django.db.models import ProtectedError, Value
 from django.db.models.functions import Lower
 from django.utils import timezone
 
@@ -196,12 +196,22 @@ def line_account_check_credentials(*, account: MessagingAccount) -> CredentialsC
     return result
 
 
+class AccountInUse(Exception):
+    """An account a channel instance still uses: the instance is removed first (admin > Routing)."""
+
+
 @transaction.atomic
 def line_account_delete(*, account: MessagingAccount) -> None:
-    """Delete an account with its conversations, profiles and events (channel instances go first:
-    routing issue)."""
+    """Delete an account with its conversations, profiles and events. An account attached to a
+    workstream through a channel instance is refused (AccountInUse): the instance goes first."""
     account_id = account.pk
-    account.delete()
+    try:
+        account.delete()
+    except ProtectedError:
+        raise AccountInUse(
+            "This account is attached to a workstream by a channel instance: remove the channel "
+            "instance first (admin > Routing > Channel instances)."
+        ) from None
     webhook_account_cache_clear(account_id=account_id)
     transaction.on_commit(lambda: webhook_account_cache_clear(account_id=account_id))
     logger.info("LINE messaging account deleted account=%s", account.pk)

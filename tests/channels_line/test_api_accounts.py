@@ -240,6 +240,16 @@ class TestDeleteAndCheck:
         assert response.status_code == 204, response.content
         assert not Conversation.objects.filter(pk=conversation.pk).exists()
 
+    def test_an_account_attached_to_a_workstream_is_not_deleted_and_the_answer_says_why(self, admin_api):
+        from tests.routing.conftest import instance_make, workstream_make
+
+        account = LineMessagingAccountFactory()
+        instance_make(workstream_make(), account)
+        response = admin_api.delete(detail(account))
+        assert response.status_code == 409
+        assert "remove the channel instance first" in response.json()["detail"]
+        assert MessagingAccount.objects.filter(pk=account.pk).exists()
+
     def test_check_credentials_records_lines_answer(self, admin_api, standin):
         account = LineMessagingAccountFactory()
         StandinControl(standin.base_url).channel_register(

@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand
 
 from agents import services as agents_services
 from channels_line.services.demo import line_demo_account_ensure, standin_channels_file
+from routing.demo import routing_demo_ensure
 
 
 class Command(BaseCommand):
@@ -32,6 +33,7 @@ class Command(BaseCommand):
         agents_services.roles_sync()
         created = agents_services.demo_users_ensure(passwords=passwords)
         account, account_created = line_demo_account_ensure(channels_file=standin_channels_file())
+        routing_demo = routing_demo_ensure(account=account)
 
         self.stdout.write(self.style.SUCCESS("Demo users (username / password / role):"))
         for spec in agents_services.DEMO_USERS:
@@ -40,4 +42,9 @@ class Command(BaseCommand):
         state = "created" if account_created else "exists"
         self.stdout.write(
             f"Demo LINE account: {account.name} ({state}), callback {account.line.callback_url}"
+        )
+        queues = " and ".join(routing_demo.queues)
+        self.stdout.write(
+            f"Demo routing: workstream {routing_demo.workstream.name} (push), queues {queues}; "
+            'a first message containing "invoice" goes to Billing, any other to General'
         )
