@@ -19,8 +19,10 @@ EVENT_QUICK_RETRIES = 2
 
 @shared_task(acks_late=True, ignore_result=True)
 def line_events_process(event_pks: list[int]) -> None:
-    """Turn stored webhook events into conversation records (inbound queue). An event that fails
-    stays pending with its error. Its first EVENT_QUICK_RETRIES retries come after 5 and 10 s (most
+    """Turn stored webhook events into conversation records (inbound queue): these events, and
+    other due events while its transactions have room (under load a task carries several; a task
+    whose events were taken finds nothing to do). An event that fails for a passing reason stays
+    pending with its error. Its first EVENT_QUICK_RETRIES retries come after 5 and 10 s (most
     failures pass: a deadlock, a database restart); after that the periodic sweep takes it up
     every few minutes, until it is marked failed after MAX_ATTEMPTS tries."""
     processed = services.line_events_process(event_pks=event_pks)
