@@ -59,6 +59,11 @@ class AgentProfile(models.Model):
     presence_changed_at = models.DateTimeField(null=True, blank=True)
     # Units of work the agent can hold at once; a conversation holds its workstream's capacity_units.
     capacity = models.PositiveIntegerField(default=AGENT_CAPACITY_DEFAULT)
+    # Units held now by the agent's worked conversations and pending offers. Raised only by a
+    # conditional UPDATE that keeps it within `capacity` (omnichannel.lifecycle.capacity_hold); no check
+    # constraint says "<= capacity" because a supervisor may lower the capacity of an agent who holds
+    # work: they get nothing new until they are below it again. Never below zero (positive field).
+    capacity_used = models.PositiveIntegerField(default=0)
     skills = models.ManyToManyField(Skill, through="AgentSkill", related_name="agents", blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -68,6 +73,9 @@ class AgentProfile(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(presence__in=Presence.values), name="agent_profile_presence_known"
+            ),
+            models.CheckConstraint(
+                condition=Q(capacity_used__gte=0), name="agent_profile_capacity_used_positive"
             ),
         ]
 

@@ -21,6 +21,7 @@ from django.utils.timezone import localtime
 
 from . import services
 from .files import attachment_view_url, content_type_base, is_inline_type, is_thumbnail_type
+from .lifecycle import LifecycleError
 from .models import (
     Attachment,
     AttachmentState,
@@ -244,8 +245,12 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     def close_conversations(self, request: HttpRequest, queryset: QuerySet[Conversation]) -> None:
         closed = 0
         for conversation in queryset.exclude(state=ConversationState.CLOSED):
-            services.conversation_close(conversation=conversation)
-            closed += 1
+            try:
+                services.conversation_close(conversation=conversation, actor=request.user)
+            except LifecycleError as error:
+                self.message_user(request, f"{conversation}: {error.message}", messages.WARNING)
+            else:
+                closed += 1
         self.message_user(request, f"{closed} conversation(s) closed.", messages.SUCCESS)
 
 
@@ -298,6 +303,9 @@ def attachment_preview(attachment: Attachment) -> str:
             attachment.external_url,
             name,
         )
+    if attachment.state == AttachmentState.REFUSED:  # never downloaded: its reason, no link
+        prefix = f"{attachment.file_name} refused" if attachment.file_name else "Refused"
+        return f"{prefix}: {attachment.error}"
     detail = f": {attachment.error}" if attachment.error else ""
     return f"{name} ({attachment.get_state_display().lower()}{detail})"
 

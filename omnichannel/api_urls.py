@@ -3,6 +3,13 @@
 from rest_framework.routers import DefaultRouter
 
 from channels_line.api import MessagingAccountViewSet
+from routing.api import (
+    ChannelInstanceViewSet,
+    ClassificationRuleSetViewSet,
+    QueueViewSet,
+    RouteToQueueRuleViewSet,
+    WorkstreamViewSet,
+)
 
 from .api import ConversationMessageViewSet, ConversationViewSet
 
@@ -14,5 +21,18 @@ router.register(
     ConversationMessageViewSet,
     basename="conversation-message",
 )
+router.register("queues", QueueViewSet, basename="queue")
+router.register("workstreams", WorkstreamViewSet, basename="workstream")
+router.register(
+    r"workstreams/(?P<workstream_pk>[0-9]+)/route-to-queue-rules",
+    RouteToQueueRuleViewSet,
+    basename="route-to-queue-rule",
+)
+router.register(
+    r"workstreams/(?P<workstream_pk>[0-9]+)/classification-rulesets",
+    ClassificationRuleSetViewSet,
+    basename="classification-ruleset",
+)
+router.register("channel-instances", ChannelInstanceViewSet, basename="channel-instance")
 
 urlpatterns = router.urls

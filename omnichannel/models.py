@@ -9,6 +9,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.utils import timezone
 
 
 class WorkerHeartbeat(models.Model):
@@ -157,6 +158,24 @@ class Conversation(models.Model):
     # routing sweep queues again what is still due QUEUE_SWEEP_AFTER_SECONDS later.
     routing_due_at = models.DateTimeField(null=True, blank=True)
     queued_at = models.DateTimeField(null=True, blank=True)
+    # Lifecycle (omnichannel.lifecycle.conversation_transition is the only writer of these and of
+    # `state`). The agent working it (Active, Wrap-up) or who left it waiting (Waiting); cleared when it
+    # goes back to a queue, where `previous_agent` keeps them for affinity ("keep the same agent").
+    assigned_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_conversations",
+    )
+    previous_agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # Units of the assigned agent's capacity this conversation holds now (the workstream's units, or
+    # what classification wrote); released exactly, whatever the workstream says by then.
+    capacity_held = models.PositiveIntegerField(default=0)
+    state_changed_at = models.DateTimeField(null=True, blank=True)
+    wrap_up_notes = models.TextField(blank=True)
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
@@ -171,11 +190,19 @@ class Conversation(models.Model):
                 condition=Q(state="closed", closed_at__isnull=False) | ~Q(state="closed"),
                 name="conversation_closed_has_closed_at",
             ),
+            # Capacity is held only while an agent works the conversation (Active, and Wrap-up when the
+            # workstream blocks it); Open, Waiting and Closed hold none.
+            models.CheckConstraint(
+                condition=Q(capacity_held=0) | Q(state__in=["active", "wrap_up"]),
+                name="conversation_capacity_held_when_worked",
+            ),
         ]
         indexes = [
             models.Index(fields=["state", "-last_message_at"]),
             # A queue's open items, oldest first (the queue list, and distribution next).
             models.Index(fields=["queue", "state", "queued_at"], name="conversation_queue_state_idx"),
+            # An agent's conversations by state (the inbox, the access rule).
+            models.Index(fields=["assigned_agent", "state"], name="conversation_agent_state_idx"),
             # The routing sweep's query.
             models.Index(
                 fields=["routing_due_at"],
@@ -186,6 +213,43 @@ class Conversation(models.Model):
 
     def __str__(self) -> str:
         return f"Conversation {self.pk} with {self.social_profile or self.thread_id}"
+
+
+class ActivityKind(models.TextChoices):
+    STATE_CHANGED = "state_changed", "State changed"
+    ROUTED = "routed", "Routed"
+    OFFERED = "offered", "Offered"
+    OFFER_ANSWERED = "offer_answered", "Offer answered"
+    TRANSFERRED = "transferred", "Transferred"
+
+
+class ConversationActivity(models.Model):
+    """What happened to a conversation besides its messages: state changes with who did them, offers,
+    transfers with their note. Written in the transaction of the change (omnichannel.lifecycle); the
+    timeline and the audit read it."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="activities")
+    kind = models.CharField(max_length=20, choices=ActivityKind.choices)
+    from_state = models.CharField(max_length=10, choices=ConversationState.choices, blank=True)
+    to_state = models.CharField(max_length=10, choices=ConversationState.choices, blank=True)
+    # Who did it; None for the system (routing, sweeps, the customer writing again).
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        verbose_name_plural = "conversation activities"
+        indexes = [models.Index(fields=["conversation", "created_at", "id"], name="activity_timeline_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} {self.from_state}>{self.to_state} of {self.conversation_id}"
 
 
 class Direction(models.TextChoices):
@@ -309,6 +373,9 @@ class AttachmentState(models.TextChoices):
     EXTERNAL = "external", "Hosted elsewhere"
     TOO_LARGE = "too_large", "Too large"
     REMOVED = "removed", "Removed (unsent)"
+    # A customer's file that the channel instance does not accept (its user features): kept as a marker
+    # with its name and type, never downloaded, flagged to the agent.
+    REFUSED = "refused", "Refused (the channel does not accept customers' files)"
     FAILED = "failed", "Failed"
 
 

@@ -154,9 +154,10 @@ def conversation_ensure_open(
         existing = _open_conversations_locked(account.pk).filter(thread_id=thread_id).first()
     if existing:
         if existing.state == ConversationState.WAITING:
-            # The customer wrote again: back into the queue.
-            existing.state = ConversationState.OPEN
-            existing.save(update_fields=["state"])
+            # The customer wrote again: back into its queue (the row is locked: the change cannot race).
+            from .lifecycle import REOPEN, conversation_transition
+
+            conversation_transition(conversation=existing, action=REOPEN)
         return existing, False
     try:
         with transaction.atomic():
@@ -186,12 +187,12 @@ def conversation_touch(*, conversation_id: int, at: datetime.datetime) -> None:
     ).update(last_message_at=at)
 
 
-def conversation_close(*, conversation: Conversation) -> Conversation:
-    """Close a conversation; the customer's next message opens a new one."""
-    conversation.state = ConversationState.CLOSED
-    conversation.closed_at = timezone.now()
-    conversation.save(update_fields=["state", "closed_at"])
-    return conversation
+def conversation_close(*, conversation: Conversation, actor: AbstractBaseUser | None = None) -> Conversation:
+    """Close a conversation (omnichannel.lifecycle: capacity and offers released); the customer's next
+    message opens a new one. Raises LifecycleConflict when it is closed already."""
+    from .lifecycle import CLOSE, conversation_transition
+
+    return conversation_transition(conversation=conversation, action=CLOSE, actor=actor)
 
 
 def _validate_outbound(*, kind: str, text: str, payload: dict, file: UploadedFile | None) -> None:
@@ -260,6 +261,12 @@ def message_send(
     payload = dict(payload or {})
     _validate_outbound(kind=kind, text=text, payload=payload, file=file)
     content_type = upload_check(kind=kind, file=file) if file is not None else ""
+    if file is not None:
+        from routing.selectors import channel_instance_attachment_policy  # routing builds on the core
+
+        policy = channel_instance_attachment_policy(messaging_account_id=conversation.messaging_account_id)
+        if policy.agents_refusal:
+            raise ValidationError({"file": policy.agents_refusal})
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
         raise ValidationError("The customer has blocked this account: messages cannot reach them.")
     if conversation.state == ConversationState.CLOSED:

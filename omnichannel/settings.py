@@ -270,6 +270,8 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and the docs page are for signed-in users (session or token), like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
+    # out_of_hours_action and open_items_action share one set of choices: one enum in the schema.
+    "ENUM_NAME_OVERRIDES": {"OverflowActionEnum": "routing.models.OverflowAction"},
     # Swagger UI's files from the drf-spectacular-sidecar package, served as our static files: the
     # docs page works without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",

@@ -11,17 +11,30 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib import admin
+from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
-from django.core.exceptions import PermissionDenied
+from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
 from django.db.models import QuerySet
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 from django.utils import timezone
 from django.utils.dateformat import format as date_format
 from django.utils.timesince import timesince
 
-from .forms import ChannelInstanceForm, RoutingTestForm, WorkstreamForm
+from omnichannel.models import ChannelType
+
+from .forms import (
+    SETUP_LINE_FORMS,
+    SETUP_LINE_STEPS,
+    ChannelInstanceForm,
+    RoutingTestForm,
+    WorkstreamForm,
+    setup_line_instance,
+    setup_line_step_missing,
+    setup_line_summary_rows,
+)
 from .models import (
     ChannelInstance,
     ClassificationRule,
@@ -33,7 +46,7 @@ from .models import (
     RouteToQueueRule,
     Workstream,
 )
-from .selectors import queues_with_load
+from .selectors import messaging_accounts_available, queues_with_load
 from .services import (
     channel_instance_save,
     routing_decide,
@@ -197,7 +210,17 @@ class WorkstreamAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
                 "<path:object_id>/test-routing/",
                 self.admin_site.admin_view(self.test_routing_view),
                 name="routing_workstream_test_routing",
-            )
+            ),
+            path(
+                "<path:object_id>/setup-line/",
+                self.admin_site.admin_view(self.setup_line_start_view),
+                name="routing_workstream_setup_line_start",
+            ),
+            path(
+                "<path:object_id>/setup-line/<str:step>/",
+                self.admin_site.admin_view(self.setup_line_view),
+                name="routing_workstream_setup_line",
+            ),
         ]
         return custom + super().get_urls()
 
@@ -239,6 +262,186 @@ class WorkstreamAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
             "has_view_permission": True,
         }
         return TemplateResponse(request, "admin/routing/workstream/test_routing.html", context)
+
+    # --- The "Set up LINE" wizard: LINE > Language > Behaviors > User features > Summary > Done. Each
+    # step's form (routing.forms) validates before the next; the values wait in the session, one draft
+    # per workstream, until Finish creates the channel instance with channel_instance_save.
+
+    def _setup_line_workstream(self, request: HttpRequest, object_id: str) -> Workstream | None:
+        if not request.user.has_perm("routing.add_channelinstance"):
+            raise PermissionDenied
+        workstream = self.get_object(request, unquote(object_id))
+        if workstream is not None and not self.has_view_permission(request, workstream):
+            raise PermissionDenied
+        return workstream
+
+    def setup_line_start_view(self, request: HttpRequest, object_id: str) -> HttpResponse:
+        """The "Set up LINE" button: the wizard afresh for this workstream."""
+        workstream = self._setup_line_workstream(request, object_id)
+        if workstream is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        request.session.pop(_setup_line_key(workstream), None)
+        return _setup_line_goto(workstream, "line")
+
+    def setup_line_view(self, request: HttpRequest, object_id: str, step: str) -> HttpResponse:
+        workstream = self._setup_line_workstream(request, object_id)
+        if workstream is None:
+            return self._get_obj_does_not_exist_redirect(request, self.opts, object_id)
+        if step not in dict(SETUP_LINE_STEPS):
+            return _setup_line_goto(workstream, "line")
+        state: dict[str, Any] = dict(request.session.get(_setup_line_key(workstream), {}))
+        if step == "done":
+            return self._setup_line_done(request, workstream, state)
+        if state.get("instance_id"):
+            # Finished: the Done page stays (a reload shows it) until step 1 starts another instance.
+            if step != "line":
+                return _setup_line_goto(workstream, "done")
+            state = {}
+        if (missing := setup_line_step_missing(state=state, step=step)) is not None:
+            return _setup_line_goto(workstream, missing)
+        if step == "summary":
+            return self._setup_line_summary(request, workstream, state)
+        return self._setup_line_form_step(request, workstream, state, step)
+
+    def _setup_line_form_step(
+        self, request: HttpRequest, workstream: Workstream, state: dict[str, Any], step: str
+    ) -> HttpResponse:
+        form_class = SETUP_LINE_FORMS[step]
+        # Why Finish sent the user back here (the account was taken meanwhile): shown once.
+        notice = state.pop("line_error", "") if step == "line" else ""
+        if request.method == "POST":
+            form = form_class(request.POST)
+            valid = form.is_valid()
+            if valid:
+                state.update(form.session_data())
+            if "_back" in request.POST:  # Back keeps what this step holds when it is valid
+                _setup_line_save(request, workstream, state)
+                return _setup_line_goto(workstream, _setup_line_neighbour(step, -1))
+            if valid:
+                _setup_line_save(request, workstream, state)
+                return _setup_line_goto(workstream, _setup_line_neighbour(step, +1))
+        else:
+            if notice:
+                _setup_line_save(request, workstream, state)
+            form = form_class(initial=state)
+        return self._setup_line_render(request, workstream, step, form=form, notice=notice)
+
+    def _setup_line_summary(
+        self, request: HttpRequest, workstream: Workstream, state: dict[str, Any]
+    ) -> HttpResponse:
+        instance = setup_line_instance(workstream=workstream, state=state)
+        errors: list[str] = []
+        if request.method == "POST":
+            try:
+                channel_instance_save(instance=instance)
+            except ValidationError as error:
+                by_field = (
+                    error.message_dict if hasattr(error, "error_dict") else {NON_FIELD_ERRORS: error.messages}
+                )
+                if "messaging_account" in by_field:
+                    # Attached elsewhere (or deleted) since it was picked: back to the LINE step, with why.
+                    state.pop("messaging_account", None)
+                    state["line_error"] = " ".join(by_field["messaging_account"])
+                    _setup_line_save(request, workstream, state)
+                    return _setup_line_goto(workstream, "line")
+                errors = [
+                    message
+                    if field == NON_FIELD_ERRORS
+                    else f"{field.replace('_', ' ').capitalize()}: {message}"
+                    for field, messages_ in by_field.items()
+                    for message in messages_
+                ]
+            else:
+                _setup_line_save(request, workstream, {"instance_id": instance.pk})
+                return _setup_line_goto(workstream, "done")
+        account = (
+            messaging_accounts_available(channel_type=ChannelType.LINE)
+            .select_related("line")
+            .filter(pk=state["messaging_account"])
+            .first()
+        )
+        if account is None:
+            state.pop("messaging_account", None)
+            state["line_error"] = (
+                SETUP_LINE_FORMS["line"].base_fields["messaging_account"].error_messages["invalid_choice"]
+            )
+            _setup_line_save(request, workstream, state)
+            return _setup_line_goto(workstream, "line")
+        instance.messaging_account = account
+        return self._setup_line_render(
+            request, workstream, "summary", rows=setup_line_summary_rows(instance=instance), errors=errors
+        )
+
+    def _setup_line_done(
+        self, request: HttpRequest, workstream: Workstream, state: dict[str, Any]
+    ) -> HttpResponse:
+        instance = (
+            ChannelInstance.objects.select_related("messaging_account__line", "workstream")
+            .filter(pk=state.get("instance_id") or 0, workstream=workstream)
+            .first()
+        )
+        if instance is None:
+            return _setup_line_goto(workstream, "line")
+        return self._setup_line_render(
+            request, workstream, "done", rows=setup_line_summary_rows(instance=instance), instance=instance
+        )
+
+    def _setup_line_render(
+        self,
+        request: HttpRequest,
+        workstream: Workstream,
+        step: str,
+        *,
+        form: Any = None,
+        notice: str = "",
+        rows: list[dict[str, str]] | None = None,
+        errors: list[str] | None = None,
+        instance: ChannelInstance | None = None,
+    ) -> TemplateResponse:
+        names = [name for name, _ in SETUP_LINE_STEPS]
+        current = names.index(step)
+        adminform = None
+        if form is not None:
+            adminform = helpers.AdminForm(form, [(None, {"fields": list(form.fields)})], {}, model_admin=self)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.opts,
+            "original": workstream,
+            "title": f"Set up LINE: {dict(SETUP_LINE_STEPS)[step]}",
+            "step": step,
+            "steps": [
+                {"name": name, "title": title, "done": i < current, "current": i == current}
+                for i, (name, title) in enumerate(SETUP_LINE_STEPS)
+            ],
+            "previous_step": names[current - 1] if 0 < current < len(names) - 1 else "",
+            "form": form,
+            "adminform": adminform,
+            "form_errors": helpers.AdminErrorList(form, []) if form is not None and form.is_bound else None,
+            "notice": notice,
+            "no_account_free": step == "line" and not form.fields["messaging_account"].queryset.exists(),
+            "rows": rows or [],
+            "errors": errors or [],
+            "instance": instance,
+            "has_view_permission": True,
+        }
+        return TemplateResponse(request, "admin/routing/workstream/setup_line.html", context)
+
+
+def _setup_line_key(workstream: Workstream) -> str:
+    return f"routing.setup_line.{workstream.pk}"
+
+
+def _setup_line_save(request: HttpRequest, workstream: Workstream, state: dict[str, Any]) -> None:
+    request.session[_setup_line_key(workstream)] = state
+
+
+def _setup_line_goto(workstream: Workstream, step: str) -> HttpResponseRedirect:
+    return redirect("admin:routing_workstream_setup_line", workstream.pk, step)
+
+
+def _setup_line_neighbour(step: str, offset: int) -> str:
+    names = [name for name, _ in SETUP_LINE_STEPS]
+    return names[max(0, names.index(step) + offset)]
 
 
 class ClassificationRuleInline(admin.StackedInline):

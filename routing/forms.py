@@ -1,5 +1,6 @@
 """Forms of the routing admin: the workstream (presences as check boxes), the channel instance (only
-accounts not attached elsewhere) and the "Test routing" sample."""
+accounts not attached elsewhere), the "Test routing" sample and the steps of the "Set up LINE"
+wizard (a LINE channel instance on a workstream)."""
 
 from __future__ import annotations
 
@@ -10,9 +11,10 @@ from django.db.models import Q
 from django.utils import timezone
 
 from agents.models import Presence
-from omnichannel.models import MessagingAccount
+from omnichannel.models import ChannelType, MessagingAccount
 
 from .models import ChannelInstance, ChannelLanguage, Workstream
+from .selectors import messaging_accounts_available
 
 
 class WorkstreamForm(forms.ModelForm):
@@ -42,6 +44,18 @@ class WorkstreamForm(forms.ModelForm):
         ]
 
 
+ONLY_WITH_FILE_ATTACHMENTS = "Only matters when file attachments is on."
+FILE_ATTACHMENTS_HELP = (
+    "On: files (images, video, audio, documents) can go through this channel. Off: nobody can send files, "
+    "whatever the two boxes below say."
+)
+CUSTOMERS_CAN_SEND_HELP = (
+    f"{ONLY_WITH_FILE_ATTACHMENTS} A file a customer sends otherwise is kept as refused (never downloaded) "
+    "and flagged to the agent."
+)
+AGENTS_CAN_SEND_HELP = f"{ONLY_WITH_FILE_ATTACHMENTS} Otherwise an agent's file is refused with the reason."
+
+
 class ChannelInstanceForm(forms.ModelForm):
     class Meta:
         model = ChannelInstance
@@ -55,6 +69,11 @@ class ChannelInstanceForm(forms.ModelForm):
             "customers_can_send_attachments",
             "agents_can_send_attachments",
         ]
+        help_texts = {
+            "file_attachments": FILE_ATTACHMENTS_HELP,
+            "customers_can_send_attachments": CUSTOMERS_CAN_SEND_HELP,
+            "agents_can_send_attachments": AGENTS_CAN_SEND_HELP,
+        }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -114,3 +133,176 @@ class RoutingTestForm(forms.Form):
 
     def clean_at(self) -> Any:
         return self.cleaned_data.get("at") or timezone.now()
+
+
+# --- The "Set up LINE" wizard: one form per step; what each step chose is kept in the session (plain
+# JSON values) until Finish creates the channel instance with routing.services.channel_instance_save.
+
+SETUP_LINE_STEPS = (
+    ("line", "LINE"),
+    ("language", "Language"),
+    ("behaviors", "Behaviors"),
+    ("features", "User features"),
+    ("summary", "Summary"),
+    ("done", "Done"),
+)
+
+
+def _default(field_name: str) -> Any:
+    return ChannelInstance._meta.get_field(field_name).default
+
+
+class SetupLineAccountForm(forms.Form):
+    messaging_account = forms.ModelChoiceField(
+        label="Available LINE accounts",
+        queryset=MessagingAccount.objects.none(),
+        widget=forms.RadioSelect(attrs={"class": "radiolist"}),  # the admin's look for radio lists
+        empty_label=None,
+        help_text="Only LINE accounts not attached to a channel instance: an account is in one at most.",
+        error_messages={
+            "required": "Pick a LINE account.",
+            "invalid_choice": "This account is not available any more (attached to a channel instance "
+            "meanwhile, or deleted): pick another.",
+        },
+    )
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        field = self.fields["messaging_account"]
+        field.queryset = messaging_accounts_available(channel_type=ChannelType.LINE).select_related("line")
+        field.label_from_instance = lambda account: f"{account.name} (channel ID {account.line.channel_id})"
+
+    def session_data(self) -> dict[str, Any]:
+        return {"messaging_account": str(self.cleaned_data["messaging_account"].pk)}
+
+
+class SetupLineLanguageForm(forms.Form):
+    language = forms.ChoiceField(
+        label="Language",
+        choices=ChannelLanguage.choices,
+        initial=_default("language"),
+        help_text="The language of this channel's automated messages and post-conversation survey.",
+        error_messages={"required": "Pick a language."},
+    )
+
+    def session_data(self) -> dict[str, Any]:
+        return {"language": self.cleaned_data["language"]}
+
+
+class SetupLineBehaviorsForm(forms.Form):
+    custom_automated_messages = forms.BooleanField(
+        label="Custom automated messages",
+        required=False,
+        initial=_default("custom_automated_messages"),
+        help_text="On: this channel's own automated messages (greeting, queue position, agent assigned...) "
+        "replace the default ones.",
+    )
+    post_conversation_survey = forms.BooleanField(
+        label="Post-conversation survey",
+        required=False,
+        initial=_default("post_conversation_survey"),
+        help_text="On: when a conversation ends, the customer is asked to rate it.",
+    )
+
+    def session_data(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in self.fields}
+
+
+class SetupLineFeaturesForm(forms.Form):
+    file_attachments = forms.BooleanField(
+        label="File attachments",
+        required=False,
+        initial=_default("file_attachments"),
+        help_text=FILE_ATTACHMENTS_HELP,
+    )
+    customers_can_send_attachments = forms.BooleanField(
+        label="Customers can send file attachments",
+        required=False,
+        initial=_default("customers_can_send_attachments"),
+        help_text=CUSTOMERS_CAN_SEND_HELP,
+    )
+    agents_can_send_attachments = forms.BooleanField(
+        label="Agents can send file attachments",
+        required=False,
+        initial=_default("agents_can_send_attachments"),
+        help_text=AGENTS_CAN_SEND_HELP,
+    )
+
+    def session_data(self) -> dict[str, Any]:
+        return {name: self.cleaned_data[name] for name in self.fields}
+
+
+SETUP_LINE_FORMS: dict[str, type[forms.Form]] = {
+    "line": SetupLineAccountForm,
+    "language": SetupLineLanguageForm,
+    "behaviors": SetupLineBehaviorsForm,
+    "features": SetupLineFeaturesForm,
+}
+
+
+def setup_line_step_missing(*, state: dict[str, Any], step: str) -> str | None:
+    """The first step before `step` whose values the wizard's state lacks (the page to go back to),
+    or None when every earlier step is done."""
+    for name, _ in SETUP_LINE_STEPS:
+        if name == step:
+            return None
+        form_class = SETUP_LINE_FORMS.get(name)
+        if form_class is not None and any(field not in state for field in form_class.base_fields):
+            return name
+    return None
+
+
+def setup_line_instance(*, workstream: Workstream, state: dict[str, Any]) -> ChannelInstance:
+    """The (unsaved) channel instance the wizard's state describes, for channel_instance_save."""
+    fields = {
+        name: state[name]
+        for form_class in SETUP_LINE_FORMS.values()
+        for name in form_class.base_fields
+        if name != "messaging_account"
+    }
+    return ChannelInstance(workstream=workstream, messaging_account_id=state["messaging_account"], **fields)
+
+
+def setup_line_summary_rows(*, instance: ChannelInstance) -> list[dict[str, str]]:
+    """What the Summary and Done pages show of a channel instance (saved or not): label, value and the
+    wizard step that sets it."""
+
+    def on_off(value: bool) -> str:
+        return "On" if value else "Off"
+
+    def can_send(value: bool) -> str:
+        if not instance.file_attachments:
+            return f"{'Yes' if value else 'No'} (no effect: file attachments is off)"
+        return "Yes" if value else "No"
+
+    account = instance.messaging_account
+    return [
+        {"label": "Workstream", "value": instance.workstream.name, "step": ""},
+        {
+            "label": "LINE account",
+            "value": f"{account.name} (channel ID {account.line.channel_id})",
+            "step": "line",
+        },
+        {"label": "Language", "value": ChannelLanguage(instance.language).label, "step": "language"},
+        {
+            "label": "Custom automated messages",
+            "value": on_off(instance.custom_automated_messages),
+            "step": "behaviors",
+        },
+        {
+            "label": "Post-conversation survey",
+            "value": on_off(instance.post_conversation_survey),
+            "step": "behaviors",
+        },
+        {"label": "File attachments", "value": on_off(instance.file_attachments), "step": "features"},
+        {
+            "label": "Customers can send file attachments",
+            "value": can_send(instance.customers_can_send_attachments),
+            "step": "features",
+        },
+        {
+            "label": "Agents can send file attachments",
+            "value": can_send(instance.agents_can_send_attachments),
+            "step": "features",
+        },
+    ]

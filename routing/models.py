@@ -193,6 +193,8 @@ class QueueMembership(models.Model):
         settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="queue_memberships"
     )
     created_at = models.DateTimeField(auto_now_add=True)
+    # The last time this member was given work of this queue (round robin, and ties of highest capacity).
+    last_assigned_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["queue", "user"]
@@ -510,3 +512,61 @@ class RouteToQueueRule(models.Model):
                 errors["queue"] = ["Give the queue to route to (or a percentage split)."]
         if errors:
             raise ValidationError(errors)
+
+
+class OfferState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    ACCEPTED = "accepted", "Accepted"
+    REJECTED = "rejected", "Rejected"
+    EXPIRED = "expired", "Expired"
+    # The conversation left the queue while offered (closed, transferred, picked by someone else).
+    WITHDRAWN = "withdrawn", "Withdrawn"
+
+
+# Declined offers (rejected or expired) after which an agent is no longer offered that conversation.
+OFFER_DECLINES_MAX = 3
+
+
+class Offer(models.Model):
+    """A conversation offered to one agent (push distribution) until `expires_at`. A pending offer
+    holds `capacity_units` of the agent's capacity, so that two offers cannot promise the same room;
+    accepting hands them over to the conversation, anything else releases them
+    (omnichannel.lifecycle)."""
+
+    conversation = models.ForeignKey(
+        "omnichannel.Conversation", on_delete=models.CASCADE, related_name="offers"
+    )
+    agent = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="offers")
+    queue = models.ForeignKey(Queue, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    state = models.CharField(max_length=10, choices=OfferState.choices, default=OfferState.PENDING)
+    capacity_units = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    expires_at = models.DateTimeField()
+    answered_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # An item is offered to one agent at a time, however many workers distribute at once.
+            models.UniqueConstraint(
+                fields=["conversation"],
+                condition=Q(state="pending"),
+                name="offer_one_pending_per_conversation",
+            ),
+            models.CheckConstraint(condition=Q(state__in=OfferState.values), name="offer_state_known"),
+            models.CheckConstraint(
+                condition=Q(state="pending", answered_at__isnull=True)
+                | (~Q(state="pending") & Q(answered_at__isnull=False)),
+                name="offer_answered_unless_pending",
+            ),
+        ]
+        indexes = [
+            # An agent's pending offers (the inbox, the API), and the expiry sweep.
+            models.Index(fields=["agent", "state"], name="offer_agent_state_idx"),
+            models.Index(
+                fields=["expires_at"], name="offer_pending_expiry_idx", condition=Q(state="pending")
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"Offer of conversation {self.conversation_id} to {self.agent} ({self.get_state_display()})"

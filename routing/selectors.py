@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from django.db.models import Count, Min, Prefetch, Q, QuerySet
 
-from omnichannel.models import Conversation, ConversationState
+from omnichannel.models import Conversation, ConversationState, MessagingAccount
 
-from .models import ClassificationRule, ClassificationRuleSet, Queue, RouteToQueueRule, Workstream
+from .models import (
+    ChannelInstance,
+    ClassificationRule,
+    ClassificationRuleSet,
+    Queue,
+    RouteToQueueRule,
+    Workstream,
+)
 
 
 def open_items_filter(prefix: str = "") -> Q:
@@ -48,3 +57,64 @@ def workstream_with_rules(*, workstream_id: int) -> Workstream:
 
 def queue_with_hours(*, queue_id: int) -> Queue:
     return Queue.objects.prefetch_related("operating_hours", "holidays").get(pk=queue_id)
+
+
+def messaging_accounts_available(*, channel_type: str) -> QuerySet[MessagingAccount]:
+    """Accounts of this channel type in no channel instance (an account is in one at most), by name."""
+    return MessagingAccount.objects.filter(channel_type=channel_type, channel_instance__isnull=True).order_by(
+        "name"
+    )
+
+
+@dataclass(frozen=True)
+class AttachmentPolicy:
+    """Who may send files through a messaging account's channel instance (its user features).
+    `instance_name` is empty for an account in no channel instance: everyone may send files."""
+
+    instance_name: str
+    customers_can_send: bool
+    agents_can_send: bool
+
+    @property
+    def customers_refusal(self) -> str:
+        """Why a customer's file is refused (kept on the attachment); empty when it is accepted."""
+        if self.customers_can_send:
+            return ""
+        return (
+            "This channel does not accept customers' files (channel instance "
+            f"'{self.instance_name}': user features): not downloaded."
+        )
+
+    @property
+    def agents_refusal(self) -> str:
+        """Why an agent's file is refused; empty when agents may send files."""
+        if self.agents_can_send:
+            return ""
+        return (
+            f"This channel does not let agents send files (channel instance '{self.instance_name}': "
+            "user features)."
+        )
+
+
+def channel_instance_attachment_policy(*, messaging_account_id: object) -> AttachmentPolicy:
+    """The attachment rule, in one place (inbound processing and message_send both ask here): a
+    customer may send files iff the channel instance has file attachments on and customers can send;
+    an agent iff file attachments are on and agents can send. An account in no channel instance
+    accepts files both ways. One query."""
+    row = (
+        ChannelInstance.objects.filter(messaging_account_id=messaging_account_id)
+        .values(
+            "messaging_account__name",
+            "file_attachments",
+            "customers_can_send_attachments",
+            "agents_can_send_attachments",
+        )
+        .first()
+    )
+    if row is None:
+        return AttachmentPolicy(instance_name="", customers_can_send=True, agents_can_send=True)
+    return AttachmentPolicy(
+        instance_name=row["messaging_account__name"],
+        customers_can_send=row["file_attachments"] and row["customers_can_send_attachments"],
+        agents_can_send=row["file_attachments"] and row["agents_can_send_attachments"],
+    )

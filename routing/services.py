@@ -23,6 +23,7 @@ from django.core.exceptions import ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
 from django.utils import timezone
 
+from omnichannel import events
 from omnichannel.models import Conversation, ConversationState, Direction, Message
 
 from .conditions import (
@@ -35,7 +36,7 @@ from .conditions import (
     split_pick,
     time_facts,
 )
-from .models import ChannelInstance, OverflowAction, Queue, Workstream
+from .models import ChannelInstance, OverflowAction, Queue, QueueMembership, Workstream
 from .selectors import queue_open_items_count, queue_with_hours, workstream_with_rules
 
 logger = logging.getLogger(__name__)
@@ -423,6 +424,11 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
             return None
         if decision.outcome == Outcome.ENDED:
             _overflow_end(conversation=conversation, decision=decision)
+        elif decision.queue is not None:
+            # Waiting for an agent now: distribution offers it (or agents of a pick queue take it).
+            events.emit(
+                events.CONVERSATION_QUEUED, conversation_id=conversation_id, queue_id=decision.queue.pk
+            )
     logger.info(
         "Conversation routed conversation=%s workstream=%s queue=%s outcome=%s",
         conversation_id,
@@ -502,9 +508,13 @@ def workstream_save(*, workstream: Workstream) -> Workstream:
 @transaction.atomic
 def routing_record_save(*, record: Any) -> Any:
     """Save a queue, membership, opening period, holiday, rule set or rule once valid (its clean()
-    names the field at fault: "conditions[1].field: unknown field 'customer.nme'")."""
+    names the field at fault: "conditions[1].field: unknown field 'customer.nme'"). A new queue
+    membership is announced (QUEUE_MEMBER_ADDED: assignment runs for that queue)."""
     record.full_clean()
+    is_new_member = isinstance(record, QueueMembership) and record._state.adding
     record.save()
+    if is_new_member:
+        events.emit(events.QUEUE_MEMBER_ADDED, queue_id=record.queue_id, agent_id=record.user_id)
     return record
 
 

@@ -42,6 +42,7 @@ from omnichannel.services import (
     conversations_open_locked,
     social_profile_ensure,
 )
+from routing.selectors import channel_instance_attachment_policy
 
 from ..client import LineApiError, LineContent, line_client, line_errors, line_message_content
 from ..models import EventState, LineWebhookEvent
@@ -293,9 +294,15 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
         return add(kind=MessageKind.LOCATION, text=text, payload=payload)
     if content_type in MEDIA_TYPES:
         payload = {**extras, **{k: content[k] for k in ("imageSet", "duration") if k in content}}
-        message = add(kind=MEDIA_TYPES[content_type], text=_string(content.get("fileName")), payload=payload)
+        # The channel instance's user features decide (one query); a refused file is flagged to the agent.
+        policy = channel_instance_attachment_policy(messaging_account_id=event.messaging_account_id)
+        refusal = policy.customers_refusal
+        flag = {"is_flagged": True} if refusal else {}
+        message = add(
+            kind=MEDIA_TYPES[content_type], text=_string(content.get("fileName")), payload=payload, **flag
+        )
         if not message.attachments.exists():
-            _attachment_create(message=message, content=content)
+            _attachment_create(message=message, content=content, refusal=refusal)
         return message
     # A message type this version does not know: kept raw, flagged for a human.
     return add(
@@ -306,7 +313,9 @@ def _handle_message(event: LineWebhookEvent, profile: SocialProfile | None) -> M
     )
 
 
-def _attachment_create(*, message: Message, content: dict) -> Attachment:
+def _attachment_create(*, message: Message, content: dict, refusal: str = "") -> Attachment:
+    """The attachment of a customer's media message: downloaded after the commit, or, without a
+    download, hosted elsewhere, too large, or refused (`refusal`: why; its name and size are kept)."""
     provider = _object(content.get("contentProvider"))
     size = content.get("fileSize")
     original = _string(content.get("fileName"))
@@ -319,7 +328,10 @@ def _attachment_create(*, message: Message, content: dict) -> Attachment:
         size=int(size) if isinstance(size, int | str) and str(size).isdigit() else None,
         duration_ms=content.get("duration") if isinstance(content.get("duration"), int) else None,
     )
-    if provider.get("type") == "external":
+    if refusal:
+        attachment.state = AttachmentState.REFUSED
+        attachment.error = refusal
+    elif provider.get("type") == "external":
         attachment.state = AttachmentState.EXTERNAL
         attachment.external_url = _string(provider.get("originalContentUrl"))[:2000]
         attachment.preview_url = _string(provider.get("previewImageUrl"))[:2000]
