@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ValidationError
+from django.core.exceptions import NON_FIELD_ERRORS, ValidationError
 from django.db import DatabaseError, IntegrityError, transaction
+from django.db.models import Model, ProtectedError
 from django.utils import timezone
 
 from omnichannel import events
@@ -36,7 +37,18 @@ from .conditions import (
     split_pick,
     time_facts,
 )
-from .models import ChannelInstance, OverflowAction, Queue, QueueMembership, Workstream
+from .models import (
+    ChannelInstance,
+    ClassificationRule,
+    ClassificationRuleSet,
+    OverflowAction,
+    Queue,
+    QueueHoliday,
+    QueueMembership,
+    QueueOperatingHours,
+    RouteToQueueRule,
+    Workstream,
+)
 from .selectors import queue_open_items_count, queue_with_hours, workstream_with_rules
 
 logger = logging.getLogger(__name__)
@@ -541,3 +553,150 @@ def channel_instance_save(*, instance: ChannelInstance) -> ChannelInstance:
             ) from error
         raise
     return instance
+
+
+class RecordInUse(Exception):
+    """A queue or workstream that something still uses: the message says what."""
+
+
+def _nested_errors(error: ValidationError, *, where: str) -> list[str]:
+    """A nested record's errors as messages naming their place: "rules[1].conditions[0].field: ..."."""
+    messages = []
+    for name, field_messages in error.message_dict.items():
+        for message in field_messages:
+            if name == NON_FIELD_ERRORS:
+                messages.append(f"{where}: {message}")
+            elif message.startswith((f"{name}[", f"{name}.", f"{name}:")):
+                messages.append(f"{where}.{message}")
+            else:
+                messages.append(f"{where}.{name}: {message}")
+    return messages
+
+
+def _nested_save(records: list[Model], *, name: str) -> None:
+    """Save each record through routing_record_save; every record's errors, by place, in one
+    ValidationError on `name` (nothing is kept: the caller's transaction rolls back)."""
+    errors: list[str] = []
+    for index, record in enumerate(records):
+        try:
+            routing_record_save(record=record)
+        except ValidationError as error:
+            errors += _nested_errors(error, where=f"{name}[{index}]")
+    if errors:
+        raise ValidationError({name: errors})
+
+
+@transaction.atomic
+def queue_save(
+    *,
+    queue: Queue,
+    members: list[int] | None = None,
+    operating_hours: list[dict[str, Any]] | None = None,
+    holidays: list[dict[str, Any]] | None = None,
+) -> Queue:
+    """Create or change a queue and, for each of `members` (user IDs), `operating_hours` ({weekday,
+    start, end}) and `holidays` ({date, name}) that is given, replace that part as a whole, in one
+    transaction (None: unchanged). A member who stays keeps their row (and its round-robin place);
+    each member added is announced (QUEUE_MEMBER_ADDED: assignment reruns) after the commit. Two
+    writes of one queue take turns (its row is locked), so their replacements cannot interleave."""
+    if queue.pk is not None:
+        list(Queue.objects.select_for_update().filter(pk=queue.pk).values_list("pk", flat=True))
+    routing_record_save(record=queue)
+    if members is not None:
+        current = set(QueueMembership.objects.filter(queue=queue).values_list("user_id", flat=True))
+        QueueMembership.objects.filter(queue=queue, user_id__in=current - set(members)).delete()
+        added = [user_id for user_id in members if user_id not in current]
+        # routing_record_save announces each new member (QUEUE_MEMBER_ADDED).
+        _nested_save([QueueMembership(queue=queue, user_id=user_id) for user_id in added], name="members")
+    if operating_hours is not None:
+        QueueOperatingHours.objects.filter(queue=queue).delete()
+        _nested_save(
+            [QueueOperatingHours(queue=queue, **period) for period in operating_hours], name="operating_hours"
+        )
+    if holidays is not None:
+        QueueHoliday.objects.filter(queue=queue).delete()
+        _nested_save([QueueHoliday(queue=queue, **holiday) for holiday in holidays], name="holidays")
+    return queue
+
+
+@transaction.atomic
+def classification_rule_set_save(
+    *, rule_set: ClassificationRuleSet, rules: list[dict[str, Any]] | None = None
+) -> ClassificationRuleSet:
+    """Create or change a work classification rule set and, when `rules` is given, make its rules
+    exactly these ({id?, name, order?, conditions, set}), in one transaction. A rule given with its
+    `id` is changed in place (its ID stays in recorded routing decisions), one without is created,
+    the set's other rules are deleted. A rule without `order` takes its place in the list. Two
+    writes of one rule set take turns (its row is locked)."""
+    if rule_set.pk is not None:
+        list(
+            ClassificationRuleSet.objects.select_for_update()
+            .filter(pk=rule_set.pk)
+            .values_list("pk", flat=True)
+        )
+    routing_record_save(record=rule_set)
+    if rules is None:
+        return rule_set
+    existing = {rule.pk: rule for rule in ClassificationRule.objects.filter(rule_set=rule_set)}
+    unknown = [
+        f"rules[{index}].id: no rule {item['id']} in this rule set."
+        for index, item in enumerate(rules)
+        if "id" in item and item["id"] not in existing
+    ]
+    if unknown:
+        raise ValidationError({"rules": unknown})
+    kept = {item["id"] for item in rules if "id" in item}
+    ClassificationRule.objects.filter(rule_set=rule_set).exclude(pk__in=kept).delete()
+    records = []
+    for index, item in enumerate(rules):
+        rule = existing[item["id"]] if "id" in item else ClassificationRule(rule_set=rule_set)
+        rule.name = item["name"]
+        rule.order = item.get("order", index)
+        rule.conditions = item.get("conditions", [])
+        rule.set = item["set"]
+        records.append(rule)
+    _nested_save(records, name="rules")
+    return rule_set
+
+
+def _use_described(record: Model) -> str:
+    if isinstance(record, Workstream):
+        return f"workstream '{record}' (its fallback queue)"
+    if isinstance(record, RouteToQueueRule):
+        return f"route-to-queue rule '{record}' of workstream '{record.workstream}'"
+    if isinstance(record, Queue):
+        return f"queue '{record}' (its overflow transfers there)"
+    if isinstance(record, ChannelInstance):
+        return f"channel instance '{record}'"
+    return f"{record._meta.verbose_name} '{record}'"
+
+
+@transaction.atomic
+def routing_record_delete(*, record: Model) -> None:
+    """Delete a queue, workstream, rule set, rule or channel instance. Refused (RecordInUse, saying
+    what uses it) for a queue that a workstream, a route-to-queue rule (its queue or a percentage
+    split) or another queue's overflow points at, or that holds open conversations (they would be
+    left in no queue), and for a workstream that channel instances use."""
+    uses: list[str] = []
+    if isinstance(record, Queue):
+        # A split names its queues by ID inside JSON: no foreign key protects them.
+        for rule in RouteToQueueRule.objects.exclude(split=[]).select_related("workstream"):
+            if any(part.get("queue") == record.pk for part in rule.split):
+                uses.append(f"route-to-queue rule '{rule}' of workstream '{rule.workstream}' (its split)")
+        open_items = Conversation.objects.filter(queue=record, state=ConversationState.OPEN).count()
+        if open_items:
+            uses.append(f"{open_items} open conversation(s) waiting in it (transfer them first)")
+    if not uses:
+        try:
+            with transaction.atomic():
+                record.delete()
+        except ProtectedError as error:
+            uses = [_use_described(used_by) for used_by in error.protected_objects]
+    if uses:
+        shown = sorted(uses)[:10]
+        more = f" and {len(uses) - len(shown)} more" if len(uses) > len(shown) else ""
+        kind = record._meta.verbose_name
+        raise RecordInUse(
+            f"The {kind} '{record}' is in use: {'; '.join(shown)}{more}. Change or delete those first."
+        )
+    logger.info("Routing set-up deleted %s=%s", record._meta.model_name, record.pk)
