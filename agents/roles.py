@@ -18,7 +18,7 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "axes.*",  # sign-in lockouts: see and clear them
     ],
     SUPERVISOR: [
-        "omnichannel.*",
+        "omnichannel.*",  # with view_all_conversations: every conversation
         "channels_line.view_*",
         "routing.view_*",
         "agents.view_*",
@@ -30,7 +30,17 @@ ROLE_PERMISSIONS: dict[str, list[str]] = {
         "auth.view_user",
     ],
     AGENT: [
-        "omnichannel.view_*",
+        # Not "omnichannel.view_*": that would take in view_all_conversations. view_conversation means
+        # "their own" (omnichannel.selectors.conversations_visible says which).
+        "omnichannel.view_workerheartbeat",
+        "omnichannel.view_messagingaccount",
+        "omnichannel.view_contact",
+        "omnichannel.view_socialprofile",
+        "omnichannel.view_conversation",
+        "omnichannel.view_conversationactivity",
+        "omnichannel.view_message",
+        "omnichannel.view_messageedit",
+        "omnichannel.view_attachment",
         "omnichannel.add_message",
         "omnichannel.change_conversation",
         "omnichannel.add_contact",

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import fnmatch
+import logging
 from dataclasses import dataclass
+from typing import Any
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.db.models.functions import Lower
+from django.utils import timezone
 
-from .models import AgentProfile
+from omnichannel import events
+
+from .models import AgentProfile, AgentSkill, Presence, Skill
 from .roles import ADMINISTRATOR, AGENT, ROLE_PERMISSIONS, SUPERVISOR
+
+logger = logging.getLogger(__name__)
 
 
 @transaction.atomic
@@ -82,3 +91,93 @@ def agent_profiles_ensure() -> int:
         _, is_new = AgentProfile.objects.get_or_create(user=user)
         created += is_new
     return created
+
+
+def agent_presence_set(
+    *, user: AbstractBaseUser, presence: str, actor: AbstractBaseUser | None = None
+) -> AgentProfile:
+    """Set an agent's presence (Available, Busy, ...) and return their profile.
+
+    Refuses an unknown presence (ValidationError on `presence`). The change is a conditional UPDATE on
+    the value, so a repeat of the same presence changes nothing (neither `presence_changed_at` nor an
+    event); a real change announces AGENT_PRESENCE_CHANGED after the commit (distribution offers work
+    to an agent who becomes available). `actor` is who made the change (the agent, a supervisor)."""
+    if presence not in Presence.values:
+        raise ValidationError(
+            {"presence": f"Unknown presence {presence!r}: use one of {', '.join(Presence.values)}."}
+        )
+    profile = agent_profile_for(user)
+    now = timezone.now()
+    with transaction.atomic():
+        changed = (
+            AgentProfile.objects.filter(pk=profile.pk)
+            .exclude(presence=presence)
+            .update(presence=presence, presence_changed_at=now, updated_at=now)
+        )
+        if changed:
+            events.emit(
+                events.AGENT_PRESENCE_CHANGED,
+                agent_id=user.pk,
+                presence=presence,
+                actor_id=getattr(actor, "pk", None),
+            )
+    profile.refresh_from_db()
+    return profile
+
+
+def agent_profile_update(
+    *,
+    profile: AgentProfile,
+    actor: AbstractBaseUser | None,
+    capacity: int | None = None,
+    skills: list[dict[str, Any]] | None = None,
+) -> AgentProfile:
+    """Set an agent's capacity and/or replace their skills ([{"name", "level"}], names compared without
+    regard to case, every name an existing skill) and return the profile.
+
+    A capacity below the units in use is allowed (the agent gets nothing new until they are below it
+    again); a raised capacity is announced like released capacity (assignment may give them work).
+    Raises ValidationError on `skills` for an unknown or repeated skill."""
+    wanted: dict[int, int] = {}
+    if skills is not None:
+        names = [item["name"].strip() for item in skills]
+        lowered = [name.lower() for name in names]
+        repeated = sorted({name for name in lowered if lowered.count(name) > 1})
+        if repeated:
+            raise ValidationError({"skills": f"Each skill once: {', '.join(repeated)} repeated."})
+        known = dict(
+            Skill.objects.annotate(key=Lower("name")).filter(key__in=lowered).values_list("key", "pk")
+        )
+        unknown = [name for name in names if name.lower() not in known]
+        if unknown:
+            raise ValidationError(
+                {
+                    "skills": f"Unknown skill(s): {', '.join(unknown)}. An administrator adds skills in the "
+                    "admin (Agents > Skills)."
+                }
+            )
+        wanted = {known[name.lower()]: item["level"] for name, item in zip(names, skills, strict=True)}
+    now = timezone.now()
+    with transaction.atomic():
+        locked = AgentProfile.objects.select_for_update().get(pk=profile.pk)
+        if capacity is not None and capacity != locked.capacity:
+            AgentProfile.objects.filter(pk=locked.pk).update(capacity=capacity, updated_at=now)
+            if capacity > locked.capacity:
+                events.emit(
+                    events.AGENT_CAPACITY_RELEASED, agent_id=locked.user_id, units=capacity - locked.capacity
+                )
+        if skills is not None:
+            AgentSkill.objects.filter(profile=locked).exclude(skill_id__in=wanted).delete()
+            for skill_id, level in wanted.items():
+                AgentSkill.objects.update_or_create(
+                    profile=locked, skill_id=skill_id, defaults={"level": level}
+                )
+    logger.info(
+        "Agent profile updated profile=%s user=%s capacity=%s skills=%s actor=%s",
+        profile.pk,
+        profile.user_id,
+        capacity,
+        None if skills is None else sorted(wanted),
+        getattr(actor, "pk", None),
+    )
+    return profile

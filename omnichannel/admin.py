@@ -19,7 +19,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 from django.utils.timezone import localtime
 
-from . import services
+from . import selectors, services
 from .files import attachment_view_url, content_type_base, is_inline_type, is_thumbnail_type
 from .lifecycle import LifecycleError
 from .models import (
@@ -27,6 +27,7 @@ from .models import (
     AttachmentState,
     Contact,
     Conversation,
+    ConversationActivity,
     ConversationState,
     DeliveryState,
     Direction,
@@ -177,6 +178,18 @@ def message_text_preview(message: Message) -> str:
     return Truncator(message.text).chars(80) or f"({message.get_kind_display().lower()})"
 
 
+class ConversationActivityInline(ReadOnlyInlineMixin, admin.TabularInline):
+    """What happened besides the messages: state changes, offers, transfers, with who and why."""
+
+    model = ConversationActivity
+    fields = ["created_at", "kind", "from_state", "to_state", "actor", "agent", "note", "data"]
+    readonly_fields = fields
+    verbose_name_plural = "activity"
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[ConversationActivity]:
+        return super().get_queryset(request).select_related("actor", "agent").order_by("created_at", "id")
+
+
 @admin.register(Conversation)
 class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
     list_display = [
@@ -186,9 +199,10 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "thread_type",
         "state",
         "queue",
+        "assigned_agent",
         "last_message",
     ]
-    list_select_related = ["messaging_account", "social_profile", "queue"]
+    list_select_related = ["messaging_account", "social_profile", "queue", "assigned_agent"]
     list_filter = ["state", "thread_type", "messaging_account", "queue"]
     search_fields = ["thread_id", "social_profile__display_name", "social_profile__external_id"]
     date_hierarchy = "last_message_at"
@@ -206,21 +220,26 @@ class ConversationAdmin(ReadOnlyAdminMixin, admin.ModelAdmin):
         "priority",
         "queued_at",
         "routing_decision",
+        "assigned_agent",
+        "previous_agent",
+        "capacity_held",
+        "state_changed_at",
+        "wrap_up_notes",
     ]
     readonly_fields = fields
-    inlines = [MessageInline]
+    inlines = [MessageInline, ConversationActivityInline]
     actions = ["close_conversations"]
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Conversation]:
-        # The latest message's text and kind come with each row: no query per conversation.
+        # The access policy (omnichannel.selectors): an agent who reaches the admin sees their own
+        # conversations only, as in the API. The latest message's text and kind come with each row: no
+        # query per conversation.
         latest = Message.objects.filter(conversation=OuterRef("pk")).order_by("-sent_at", "-id")
-        return (
-            super()
-            .get_queryset(request)
-            .annotate(
-                latest_message_text=Subquery(latest.values("text")[:1]),
-                latest_message_kind=Subquery(latest.values("kind")[:1]),
-            )
+        ordering = self.get_ordering(request)
+        conversations = selectors.conversations_visible(viewer=request.user)
+        return (conversations.order_by(*ordering) if ordering else conversations).annotate(
+            latest_message_text=Subquery(latest.values("text")[:1]),
+            latest_message_kind=Subquery(latest.values("kind")[:1]),
         )
 
     @admin.display(description="Routing decision")

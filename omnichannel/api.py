@@ -1,24 +1,40 @@
-"""REST API of conversations and their messages: /api/v1/conversations/ and
-/api/v1/conversations/{id}/messages/. Reads come from omnichannel.selectors (a fixed number of queries),
-writes from omnichannel.services."""
+"""REST API of conversations and their messages: /api/v1/conversations/ (with the lifecycle actions
+pick, transfer, wait, resume, end, close) and /api/v1/conversations/{id}/messages/. Reads come from
+omnichannel.selectors (a fixed number of queries), writes from omnichannel.services,
+omnichannel.lifecycle and routing.distribution.
+
+Access (omnichannel.selectors is the one policy): a conversation the caller may not see is 404,
+whatever the endpoint; one they see but may not act on is 403 with the reason. An agent sees the
+conversations assigned or offered to them and the Open items of their pick queues, and acts (sends,
+marks read, types, waits, resumes, ends, transfers, closes) only in those assigned to them; a
+supervisor or administrator sees every conversation, sends in any, and may transfer and close any.
+A lifecycle conflict (the conversation changed meanwhile, another agent picked it first, the action
+does not apply to its state) or a lack of capacity is 409 `{"detail", "code"}`."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
-from rest_framework import mixins, permissions, serializers, status, viewsets
+from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from . import selectors, services
+from agents.roles import AGENT
+from routing import distribution
+from routing.models import Queue
+
+from . import lifecycle, selectors, services
 from .files import attachment_view_url
 from .models import (
     Attachment,
@@ -36,6 +52,42 @@ from .models import (
 def service_errors(error: DjangoValidationError) -> serializers.ValidationError:
     """A service's ValidationError as DRF's: field errors by field, the rest under non_field_errors."""
     return serializers.ValidationError(serializers.as_serializer_error(error))
+
+
+class LifecycleRefused(exceptions.APIException):
+    """409 `{"detail": <the lifecycle's message>, "code": "conflict" | "capacity"}`."""
+
+    status_code = status.HTTP_409_CONFLICT
+    default_detail = "The conversation changed meanwhile."
+    default_code = "conflict"
+
+    def __init__(self, error: lifecycle.LifecycleError) -> None:
+        super().__init__(detail={"detail": error.message, "code": error.code})
+
+
+class LifecycleRefusalSerializer(serializers.Serializer):
+    """The body of a 409 (for the schema)."""
+
+    detail = serializers.CharField(help_text="What happened, in words a user can read.")
+    code = serializers.ChoiceField(
+        choices=["conflict", "capacity"],
+        help_text="conflict: the conversation or offer changed meanwhile (another agent was first) or the "
+        "action does not apply to its state; capacity: the agent has no capacity left.",
+    )
+
+
+@contextmanager
+def lifecycle_answers() -> Iterator[None]:
+    """Turn the refusals of lifecycle services into HTTP answers: 409 for a conflict or no capacity,
+    403 with the service's reason, 400 for invalid input."""
+    try:
+        yield
+    except lifecycle.LifecycleError as error:
+        raise LifecycleRefused(error) from error
+    except DjangoPermissionDenied as error:
+        raise exceptions.PermissionDenied(str(error) or None) from error
+    except DjangoValidationError as error:
+        raise service_errors(error) from error
 
 
 class ModelPermissionsWithView(permissions.DjangoModelPermissions):
@@ -77,6 +129,26 @@ class ConversationSerializer(serializers.ModelSerializer):
     last_activity_at = serializers.DateTimeField(
         read_only=True, help_text="The last message's time, or the creation time before any message."
     )
+    workstream = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The workstream's ID (null until routed)."
+    )
+    queue = serializers.PrimaryKeyRelatedField(
+        read_only=True, allow_null=True, help_text="The queue's ID (null until routed)."
+    )
+    assigned_agent = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        allow_null=True,
+        help_text="The user ID of the agent working it (Active, Wrap-up) or who set it aside (Waiting); "
+        "kept once Closed; null while Open.",
+    )
+    priority = serializers.IntegerField(read_only=True, help_text="Lower goes first.")
+    routing = serializers.JSONField(
+        read_only=True,
+        help_text="The recorded routing decision: rules matched, attributes written, queue, reason, when.",
+    )
+    capacity_held = serializers.IntegerField(
+        read_only=True, help_text="Units of the assigned agent's capacity this conversation holds now."
+    )
 
     class Meta:
         model = Conversation
@@ -92,6 +164,12 @@ class ConversationSerializer(serializers.ModelSerializer):
             "last_message_at",
             "last_activity_at",
             "closed_at",
+            "workstream",
+            "queue",
+            "assigned_agent",
+            "priority",
+            "routing",
+            "capacity_held",
         ]
         read_only_fields = fields
 
@@ -117,8 +195,74 @@ class CanReply(permissions.BasePermission):
         return bool(request.user and request.user.has_perm("omnichannel.add_message"))
 
 
+class CanWork(permissions.BasePermission):
+    """The lifecycle actions take the right to change conversations (agents, supervisors,
+    administrators); which conversations is the access policy's answer (ConversationViewSet)."""
+
+    def has_permission(self, request: Request, view: Any) -> bool:
+        return bool(request.user and request.user.has_perm("omnichannel.change_conversation"))
+
+
+# What the lifecycle actions change, read again to answer with the conversation as it is now.
+LIFECYCLE_FIELDS = [
+    "state",
+    "state_changed_at",
+    "closed_at",
+    "workstream",
+    "queue",
+    "queued_at",
+    "priority",
+    "assigned_agent",
+    "previous_agent",
+    "capacity_held",
+    "wrap_up_notes",
+]
+
+NOT_YOURS = "This conversation is not assigned to you: only its agent can {what}."
+
+
+def conversation_work_check(*, viewer: Any, conversation: Conversation, what: str) -> None:
+    """403 unless `viewer` works `conversation` (its agent, or a supervisor or administrator)."""
+    if not selectors.conversation_worked_by(viewer=viewer, conversation=conversation):
+        raise exceptions.PermissionDenied(NOT_YOURS.format(what=what))
+
+
 class TypingSerializer(serializers.Serializer):
     seconds = serializers.IntegerField(min_value=5, max_value=60, default=20)
+
+
+class TransferSerializer(serializers.Serializer):
+    queue = serializers.PrimaryKeyRelatedField(
+        queryset=Queue.objects.all(), required=False, allow_null=True, help_text="The queue's ID."
+    )
+    agent = serializers.PrimaryKeyRelatedField(
+        queryset=get_user_model().objects.filter(is_active=True, groups__name=AGENT),
+        required=False,
+        allow_null=True,
+        help_text="The user ID of an active agent: the conversation is offered to them (in `queue`, or "
+        "its own queue).",
+    )
+    note = serializers.CharField(required=False, allow_blank=True, default="", max_length=2000)
+
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        if attrs.get("queue") is None and attrs.get("agent") is None:
+            raise serializers.ValidationError("Give the queue or the agent to transfer to (or both).")
+        return attrs
+
+
+class EndSerializer(serializers.Serializer):
+    notes = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=10000, help_text="The wrap-up notes."
+    )
+
+
+def action_schema(summary: str, description: str, request: Any = None) -> Any:
+    return extend_schema(
+        summary=summary,
+        description=description,
+        request=request,
+        responses={200: ConversationSerializer, 409: LifecycleRefusalSerializer},
+    )
 
 
 @extend_schema_view(
@@ -131,6 +275,7 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
     serializer_class = ConversationSerializer
     permission_classes = [ModelPermissionsWithView]
     queryset = Conversation.objects.none()
+    lookup_value_regex = "[0-9]+"
 
     def get_queryset(self) -> QuerySet[Conversation]:
         if self.action != "list":
@@ -152,7 +297,9 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"], permission_classes=[CanReply])
     def read(self, request: Request, pk: str | None = None) -> Response:
-        services.conversation_mark_read(conversation=self.get_object())
+        conversation = self.get_object()
+        conversation_work_check(viewer=request.user, conversation=conversation, what="mark its messages read")
+        services.conversation_mark_read(conversation=conversation)
         return Response(status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(
@@ -160,10 +307,109 @@ class ConversationViewSet(viewsets.ReadOnlyModelViewSet):
     )
     @action(detail=True, methods=["post"], permission_classes=[CanReply])
     def typing(self, request: Request, pk: str | None = None) -> Response:
+        conversation = self.get_object()
+        conversation_work_check(viewer=request.user, conversation=conversation, what="type in it")
         body = TypingSerializer(data=request.data)
         body.is_valid(raise_exception=True)
-        services.conversation_typing(conversation=self.get_object(), seconds=body.validated_data["seconds"])
+        services.conversation_typing(conversation=conversation, seconds=body.validated_data["seconds"])
         return Response(status=status.HTTP_202_ACCEPTED)
+
+    # --- Lifecycle actions (omnichannel.lifecycle, routing.distribution) ---
+
+    @action_schema(
+        "Pick an Open conversation of one of your queues (pick workstreams)",
+        "It becomes Active with you, holding your capacity. 403 when you are not a member of its queue; "
+        "409 when another agent picked it first, its workstream pushes work (wait for an offer), or you "
+        "have no capacity left.",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def pick(self, request: Request, pk: str | None = None) -> Response:
+        conversation = self.get_object()
+        with lifecycle_answers():
+            distribution.conversation_pick(conversation=conversation, agent=request.user)
+        return self._represent(conversation)
+
+    @action_schema(
+        "Transfer a conversation to a queue or an agent",
+        "Its agent, or a supervisor: back to Open in `queue` (or its own queue) with its capacity "
+        "released, and assignment runs again; with `agent`, it is offered to them. 409 when it is in "
+        "wrap-up or closed, or the agent has no capacity left (then nothing is transferred).",
+        request=TransferSerializer,
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def transfer(self, request: Request, pk: str | None = None) -> Response:
+        conversation = self.get_object()
+        conversation_work_check(viewer=request.user, conversation=conversation, what="transfer it")
+        body = TransferSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        with lifecycle_answers():
+            distribution.conversation_transfer(
+                conversation=conversation,
+                actor=request.user,
+                queue=body.validated_data.get("queue"),
+                agent=body.validated_data.get("agent"),
+                note=body.validated_data["note"],
+            )
+        return self._represent(conversation)
+
+    @action_schema(
+        "Set an Active conversation aside until the customer writes again (Waiting)",
+        "Its agent only. Its capacity is released; the customer's next message puts it back in its queue.",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def wait(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(lifecycle.WAIT, what="set it aside")
+
+    @action_schema(
+        "Take a Waiting conversation up again",
+        "Its agent only. It becomes Active, holding their capacity (409 when they have none left).",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def resume(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(lifecycle.RESUME, what="resume it")
+
+    @action_schema(
+        "End an Active conversation and write the wrap-up notes",
+        "Its agent only. It goes to Wrap-up; its capacity is released unless the workstream blocks "
+        "capacity for wrap-up.",
+        request=EndSerializer,
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def end(self, request: Request, pk: str | None = None) -> Response:
+        body = EndSerializer(data=request.data)
+        body.is_valid(raise_exception=True)
+        return self._transition(lifecycle.END, what="end it", note=body.validated_data["notes"])
+
+    @action_schema(
+        "Close a conversation",
+        "Its agent, or a supervisor. Capacity and a pending offer are released; the customer's next "
+        "message opens a new conversation. 409 when it is closed already.",
+    )
+    @action(detail=True, methods=["post"], permission_classes=[CanWork])
+    def close(self, request: Request, pk: str | None = None) -> Response:
+        return self._transition(lifecycle.CLOSE, what="close it", supervisors_too=True)
+
+    def _transition(
+        self, action_name: str, *, what: str, note: str = "", supervisors_too: bool = False
+    ) -> Response:
+        conversation = self.get_object()
+        viewer = self.request.user
+        allowed = conversation.assigned_agent_id == viewer.pk or (
+            supervisors_too and selectors.viewer_sees_all_conversations(viewer=viewer)
+        )
+        if not allowed:
+            raise exceptions.PermissionDenied(NOT_YOURS.format(what=what))
+        with lifecycle_answers():
+            lifecycle.conversation_transition(
+                conversation=conversation, action=action_name, actor=viewer, note=note
+            )
+        return self._represent(conversation)
+
+    def _represent(self, conversation: Conversation) -> Response:
+        # The conversation as it is now: one query for what the lifecycle writes; its account and
+        # customer (loaded with it) are unchanged.
+        conversation.refresh_from_db(fields=LIFECYCLE_FIELDS)
+        return Response(self.get_serializer(conversation).data)
 
 
 # --- Messages -------------------------------------------------------------------------------------
@@ -329,6 +575,7 @@ class ConversationMessageViewSet(
 
     def create(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         conversation = self.get_conversation()
+        conversation_work_check(viewer=request.user, conversation=conversation, what="send messages in it")
         incoming = MessageCreateSerializer(data=request.data)
         incoming.is_valid(raise_exception=True)
         try:
@@ -351,6 +598,9 @@ class ConversationMessageViewSet(
     def retry(self, request: Request, *args: Any, **kwargs: Any) -> Response:
         message = self.get_object()
         message.conversation = self.get_conversation()
+        conversation_work_check(
+            viewer=request.user, conversation=message.conversation, what="send messages in it"
+        )
         try:
             message = services.message_retry(message=message)
         except DjangoValidationError as error:

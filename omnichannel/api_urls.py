@@ -2,6 +2,7 @@
 
 from rest_framework.routers import DefaultRouter
 
+from agents.api import AgentViewSet, OfferViewSet
 from channels_line.api import MessagingAccountViewSet
 from routing.api import (
     ChannelInstanceViewSet,
@@ -34,5 +35,7 @@ router.register(
     basename="classification-ruleset",
 )
 router.register("channel-instances", ChannelInstanceViewSet, basename="channel-instance")
+router.register("agents", AgentViewSet, basename="agent")
+router.register("offers", OfferViewSet, basename="offer")
 
 urlpatterns = router.urls

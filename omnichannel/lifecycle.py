@@ -17,7 +17,7 @@ units it promises, so two offers cannot promise the same room. At most one pendi
 conversation: a partial unique constraint.
 
 Lock order (every transaction here takes its rows in this order, so that two transactions never wait
-on each other): 1. the conversation row, 2. its offers, 3. agent profiles.
+on each other): 1. the conversation row, 2. its offers, 3. agent profiles, by user ID.
 
 Each change writes a ConversationActivity row in its transaction and announces domain events
 (omnichannel.events) once it commits: CONVERSATION_STATE_CHANGED, CONVERSATION_QUEUED when it lands
@@ -254,12 +254,19 @@ def conversation_transition(
                 f"The conversation changed meanwhile (it is {label} now): it was not {transition.label}."
             )
         # 2. Its pending offer, unless this change is that offer's acceptance.
-        _offers_withdraw(conversation_id=conversation.pk, keep=offer, now=now)
-        # 3. Capacity.
+        releases = _offers_withdraw(conversation_id=conversation.pk, keep=offer, now=now)
+        # 3. Capacity: the profiles in user ID order, so that two changes touching the same two agents
+        # (a pick withdrawing another agent's offer) cannot wait on each other.
         if release_units:
-            capacity_release(agent_id=current["assigned_agent_id"], units=release_units)
+            releases.append((current["assigned_agent_id"], release_units))
+        changes = [(agent_id, -units) for agent_id, units in releases]
         if hold is not None:
-            capacity_hold(agent_id=hold[0], units=hold[1])
+            changes.append(hold)
+        for agent_id, units in sorted(changes, key=lambda change: (change[0] or 0, change[1])):
+            if units < 0:
+                capacity_release(agent_id=agent_id, units=-units)
+            else:
+                capacity_hold(agent_id=agent_id, units=units)
 
         ConversationActivity.objects.create(
             conversation_id=conversation.pk,
@@ -420,7 +427,12 @@ def offer_decline(*, offer_id: int, state: str, agent: AbstractBaseUser | None =
         if agent is not None:
             offers = offers.filter(agent_id=agent.pk)
         offer = offers.select_related("conversation").first()
-        if offer is None or not offers.update(state=state, answered_at=now):
+        if offer is None:
+            return False
+        # 1. The conversation first (the lock order): the activity row written below locks it too (its
+        # foreign key), so taking the offer first deadlocks with an accept of the same offer.
+        Conversation.objects.select_for_update().filter(pk=offer.conversation_id).values_list("pk").first()
+        if not offers.update(state=state, answered_at=now):
             return False
         capacity_release(agent_id=offer.agent_id, units=offer.capacity_units)
         _offer_answered(offer=offer, state=state, now=now)
@@ -463,15 +475,20 @@ def offer_skipped_agents(*, conversation_id: int) -> set[int]:
     }
 
 
-def _offers_withdraw(*, conversation_id: int, keep: Offer | None, now: datetime.datetime) -> None:
+def _offers_withdraw(
+    *, conversation_id: int, keep: Offer | None, now: datetime.datetime
+) -> list[tuple[int, int]]:
+    """Withdraw the conversation's pending offers (but `keep`); returns the (agent, units) they held,
+    for the caller to release in its lock order."""
     pending = Offer.objects.filter(conversation_id=conversation_id, state=OfferState.PENDING)
     if keep is not None:
         pending = pending.exclude(pk=keep.pk)
+    releases: list[tuple[int, int]] = []
     for offer_pk, agent_id, units in pending.values_list("pk", "agent_id", "capacity_units"):
         if Offer.objects.filter(pk=offer_pk, state=OfferState.PENDING).update(
             state=OfferState.WITHDRAWN, answered_at=now
         ):
-            capacity_release(agent_id=agent_id, units=units)
+            releases.append((agent_id, units))
             events.emit(
                 events.OFFER_ANSWERED,
                 offer_id=offer_pk,
@@ -479,6 +496,7 @@ def _offers_withdraw(*, conversation_id: int, keep: Offer | None, now: datetime.
                 agent_id=agent_id,
                 state=OfferState.WITHDRAWN,
             )
+    return releases
 
 
 def _offer_answered(*, offer: Offer, state: str, now: datetime.datetime) -> None:

@@ -179,6 +179,9 @@ class Conversation(models.Model):
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
+        # view_conversation lets an agent see their own conversations (omnichannel.selectors);
+        # this one, every conversation (supervisors, administrators).
+        permissions = [("view_all_conversations", "See every conversation")]
         constraints = [
             # One open conversation per thread: concurrent first messages cannot create two.
             models.UniqueConstraint(

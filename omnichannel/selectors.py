@@ -7,15 +7,20 @@ import uuid
 from collections.abc import Collection
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db.models import QuerySet
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
-from .models import Attachment, AttachmentState, Conversation, Message, WorkerHeartbeat
+from routing.models import DistributionMode, Offer, OfferState, QueueMembership
 
-# The access rule for conversations, their messages and their files: one place, used by the API, the
-# attachment view and (later) the inbox pages. Today a user sees every conversation or none, by the
-# role's permission; per-agent access (routing) narrows conversations_visible below.
+from .models import Attachment, AttachmentState, Conversation, ConversationState, Message, WorkerHeartbeat
+
+# The access policy for conversations, their messages and their files: one place, used by the API, the
+# attachment view, the admin and the inbox pages. A role without CONVERSATION_VIEW_PERMISSION sees
+# nothing; with it, an agent sees their own conversations (conversations_visible says which);
+# CONVERSATION_VIEW_ALL_PERMISSION (supervisors, administrators; superusers) sees every conversation.
 CONVERSATION_VIEW_PERMISSION = "omnichannel.view_conversation"
+CONVERSATION_VIEW_ALL_PERMISSION = "omnichannel.view_all_conversations"
 
 
 def worker_heartbeat_latest() -> datetime.datetime | None:
@@ -28,12 +33,57 @@ def user_roles(*, user: AbstractBaseUser | AnonymousUser) -> list[str]:
     return sorted(user.groups.values_list("name", flat=True))
 
 
+def viewer_sees_all_conversations(*, viewer: AbstractBaseUser | AnonymousUser) -> bool:
+    """Supervisors and administrators (and superusers): every conversation, and they may transfer and
+    close any of them."""
+    return bool(
+        viewer.is_authenticated and viewer.is_active and viewer.has_perm(CONVERSATION_VIEW_ALL_PERMISSION)
+    )
+
+
 def conversations_visible(*, viewer: AbstractBaseUser | AnonymousUser) -> QuerySet[Conversation]:
-    """The conversations `viewer` may see (with their messages and files): all of them for an
-    active user whose role grants CONVERSATION_VIEW_PERMISSION (superusers included), none otherwise."""
+    """The conversations `viewer` may see (with their messages, files and activities).
+
+    - Every conversation for supervisors and administrators (viewer_sees_all_conversations).
+    - For any other active user whose role grants CONVERSATION_VIEW_PERMISSION (agents): the
+      conversations assigned to them (whatever their state: they keep their closed ones), offered to
+      them (a pending offer that has not expired), or Open in a queue of a pick workstream of which
+      they are a member. A conversation transferred away from them, or left by them in a queue, is
+      not theirs any more.
+    - Nothing for anyone else.
+
+    One query wherever it is used (a filter with two EXISTS subqueries, no join that could repeat
+    rows)."""
     if not (viewer.is_authenticated and viewer.is_active and viewer.has_perm(CONVERSATION_VIEW_PERMISSION)):
         return Conversation.objects.none()
-    return Conversation.objects.all()
+    if viewer_sees_all_conversations(viewer=viewer):
+        return Conversation.objects.all()
+    offered = Offer.objects.filter(
+        conversation_id=OuterRef("pk"),
+        agent_id=viewer.pk,
+        state=OfferState.PENDING,
+        expires_at__gt=timezone.now(),
+    )
+    member = QueueMembership.objects.filter(queue_id=OuterRef("queue_id"), user_id=viewer.pk)
+    pickable = Q(
+        Exists(member),
+        state=ConversationState.OPEN,
+        workstream__distribution_mode=DistributionMode.PICK,
+    )
+    return Conversation.objects.filter(Q(assigned_agent_id=viewer.pk) | Exists(offered) | pickable)
+
+
+def conversation_get(*, viewer: AbstractBaseUser | AnonymousUser, id: int) -> Conversation | None:
+    """The conversation `id` if `viewer` may see it, as conversation_list gives it (account, customer,
+    contact, `last_activity_at`); None when it does not exist or is not theirs to see (one answer for
+    both, so that IDs cannot be probed). One query."""
+    return conversation_list(viewer=viewer).filter(pk=id).first()
+
+
+def conversation_worked_by(*, viewer: AbstractBaseUser | AnonymousUser, conversation: Conversation) -> bool:
+    """Whether `viewer` may act towards the customer in a conversation they can see (send, retry,
+    read marks, typing): the agent it is assigned to, or a supervisor or administrator."""
+    return conversation.assigned_agent_id == viewer.pk or viewer_sees_all_conversations(viewer=viewer)
 
 
 def conversation_list(
@@ -93,4 +143,14 @@ def attachment_stored_for_viewer(
         )
         .exclude(file="")
         .first()
+    )
+
+
+def offers_pending(*, agent: AbstractBaseUser) -> QuerySet[Offer]:
+    """The agent's pending offers that have not expired, soonest to expire first, with their queue and
+    their conversation's customer (and contact). One query."""
+    return (
+        Offer.objects.filter(agent_id=agent.pk, state=OfferState.PENDING, expires_at__gt=timezone.now())
+        .select_related("queue", "conversation__social_profile__contact")
+        .order_by("expires_at", "id")
     )

@@ -270,8 +270,12 @@ SPECTACULAR_SETTINGS = {
     "SERVE_INCLUDE_SCHEMA": False,
     # The schema and the docs page are for signed-in users (session or token), like the API itself.
     "SERVE_PERMISSIONS": ["rest_framework.permissions.IsAuthenticated"],
-    # out_of_hours_action and open_items_action share one set of choices: one enum in the schema.
-    "ENUM_NAME_OVERRIDES": {"OverflowActionEnum": "routing.models.OverflowAction"},
+    # out_of_hours_action and open_items_action share one set of choices: one enum in the schema;
+    # likewise an agent's presence and a workstream's allowed presences: one enum.
+    "ENUM_NAME_OVERRIDES": {
+        "OverflowActionEnum": "routing.models.OverflowAction",
+        "PresenceEnum": "agents.models.Presence",
+    },
     # Swagger UI's files from the drf-spectacular-sidecar package, served as our static files: the
     # docs page works without internet access.
     "SWAGGER_UI_DIST": "SIDECAR",
@@ -345,6 +349,13 @@ CELERY_TASK_ROUTES = {
     "channels_line.tasks.line_attachments_sweep": {"queue": "maintenance"},
     "routing.tasks.conversation_route": {"queue": "routing"},
     "routing.tasks.conversations_routing_sweep": {"queue": "maintenance"},
+    "routing.tasks.queue_assign": {"queue": "routing"},
+    "routing.tasks.agent_queues_assign": {"queue": "routing"},
+    "routing.tasks.offers_expire": {"queue": "maintenance"},
+    "routing.tasks.assignment_sweep": {"queue": "maintenance"},
+    "routing.tasks.queues_wait_overflow": {"queue": "maintenance"},
+    "routing.tasks.conversations_auto_close": {"queue": "maintenance"},
+    "routing.tasks.wrap_up_capacity_release_due": {"queue": "maintenance"},
 }
 # Work whose enqueue may be lost (the broker down, a process killed) is written to the database first;
 # a periodic sweep queues again what is still waiting this many seconds after it was due.
@@ -358,6 +369,11 @@ CELERY_BEAT_SCHEDULE = {
     "line-attachments-sweep": {"task": "channels_line.tasks.line_attachments_sweep", "schedule": 30.0},
     "message-deliveries-sweep": {"task": "omnichannel.tasks.message_deliveries_sweep", "schedule": 30.0},
     "conversations-routing-sweep": {"task": "routing.tasks.conversations_routing_sweep", "schedule": 30.0},
+    "offers-expire": {"task": "routing.tasks.offers_expire", "schedule": 5.0},
+    "assignment-sweep": {"task": "routing.tasks.assignment_sweep", "schedule": 15.0},
+    "queues-wait-overflow": {"task": "routing.tasks.queues_wait_overflow", "schedule": 15.0},
+    "conversations-auto-close": {"task": "routing.tasks.conversations_auto_close", "schedule": 60.0},
+    "wrap-up-capacity-release": {"task": "routing.tasks.wrap_up_capacity_release_due", "schedule": 30.0},
     "heartbeats-prune": {"task": "omnichannel.tasks.worker_heartbeats_prune", "schedule": crontab(minute=7)},
 }
 

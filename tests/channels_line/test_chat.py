@@ -90,8 +90,12 @@ def test_agents_can_mark_read_and_show_typing_through_the_api(
     conversation = customer_says(
         line_account, control, channel_id, {"type": "text", "user_id": user_id, "text": "hi"}
     )
+    from omnichannel.lifecycle import ASSIGN, conversation_transition
+
+    agent = AgentFactory()
+    conversation_transition(conversation=conversation, action=ASSIGN, agent=agent)  # only its agent may
     api = APIClient()
-    api.force_authenticate(AgentFactory())
+    api.force_authenticate(agent)
 
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         read = api.post(reverse("conversation-read", args=[conversation.pk]))

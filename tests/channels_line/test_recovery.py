@@ -24,7 +24,7 @@ import tests.conftest
 from channels_line import tasks
 from channels_line.models import EventState, LineWebhookEvent
 from channels_line.services.intake import line_events_sweep
-from omnichannel.models import Conversation, DeliveryState, Direction, Message
+from omnichannel.models import Conversation, ConversationState, DeliveryState, Direction, Message
 from omnichannel.services import message_deliveries_sweep
 from tests.conftest import LineShop, WorkerProcess, _start_worker, broker_down, wait_for
 from tests.factories import AgentFactory, ConversationFactory, MessageFactory, SocialProfileFactory
@@ -44,9 +44,14 @@ def messages_url(conversation: Conversation) -> str:
     return f"/api/v1/conversations/{conversation.pk}/messages/"
 
 
-def agent_api() -> APIClient:
+def agent_api(conversation: Conversation) -> APIClient:
+    """The client of an agent working `conversation` (agents send only in their own conversations)."""
+    agent = AgentFactory()
+    Conversation.objects.filter(pk=conversation.pk).update(
+        state=ConversationState.ACTIVE, assigned_agent=agent
+    )
     client = APIClient()
-    client.force_authenticate(AgentFactory())
+    client.force_authenticate(agent)
     return client
 
 
@@ -233,7 +238,7 @@ def test_a_message_sent_while_the_broker_is_down_is_accepted_and_the_sweep_has_i
     conversation = quiet_conversation(shop)
 
     with broker_down():
-        response = agent_api().post(
+        response = agent_api(conversation).post(
             messages_url(conversation), {"text": "Your refund was sent today."}, format="json"
         )
 
@@ -267,7 +272,9 @@ def test_sending_a_stuck_message_again_while_the_broker_is_down_answers_202(line
     )
 
     with broker_down():
-        response = agent_api().post(f"{messages_url(stuck.conversation)}{stuck.uuid}/retry/")
+        response = agent_api(stuck.conversation).post(
+            f"{messages_url(stuck.conversation)}{stuck.uuid}/retry/"
+        )
 
     assert response.status_code == 202, response.content
     assert (response.json()["uuid"], response.json()["delivery_state"]) == (str(stuck.uuid), "pending")

@@ -1,5 +1,8 @@
 """/api/v1/conversations/ and /api/v1/conversations/{id}/messages/: filters, order, fixed query counts,
-sending through message_send, retrying through message_retry, and the OpenAPI schema."""
+sending through message_send, retrying through message_retry, and the OpenAPI schema.
+
+The caller here is a supervisor, who sees and works every conversation; what an agent sees and may do
+(their own conversations only) is tests/omnichannel/test_access_policy.py."""
 
 from __future__ import annotations
 
@@ -30,6 +33,7 @@ from tests.factories import (
     LineMessagingAccountFactory,
     MessageFactory,
     SocialProfileFactory,
+    SupervisorFactory,
     UserFactory,
 )
 
@@ -43,21 +47,21 @@ def messages_url(conversation) -> str:
 
 
 @pytest.fixture
-def agent():
-    return AgentFactory(first_name="Mei", last_name="Tan")
+def supervisor():
+    return SupervisorFactory(first_name="Mei", last_name="Tan")
 
 
 @pytest.fixture
-def api(agent) -> APIClient:
+def api(supervisor) -> APIClient:
     client = APIClient()
-    client.force_authenticate(agent)
+    client.force_authenticate(supervisor)
     return client
 
 
 @pytest.fixture
-def token_api(agent) -> APIClient:
+def token_api(supervisor) -> APIClient:
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=agent).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=supervisor).key}")
     return client
 
 
@@ -159,7 +163,7 @@ class TestConversationList:
 
 class TestMessageList:
     def test_every_message_comes_in_order_with_attachments_markers_and_author(
-        self, api, agent, settings, tmp_path
+        self, api, supervisor, settings, tmp_path
     ):
         settings.MEDIA_ROOT = tmp_path
         conversation = ConversationFactory()
@@ -172,7 +176,7 @@ class TestMessageList:
             message=MessageFactory(
                 conversation=conversation,
                 outbound=True,
-                author=agent,
+                author=supervisor,
                 kind=MessageKind.DOCUMENT,
                 text="",
                 sent_at=start + datetime.timedelta(minutes=1),
@@ -210,7 +214,11 @@ class TestMessageList:
         document = results[2]
         # Served by the signed-in attachment view, never from MEDIA_URL.
         assert document["attachments"][0]["url"] == f"http://testserver/attachments/{stored.pk}/"
-        assert document["author"] == {"id": agent.pk, "username": agent.username, "name": "Mei Tan"}
+        assert document["author"] == {
+            "id": supervisor.pk,
+            "username": supervisor.username,
+            "name": "Mei Tan",
+        }
         assert document["delivery_state"] == "delivered"
         assert results[3]["unsent"] is True and results[0]["unsent"] is False
         assert results[4]["edited"] is True and results[4]["text"] == "Fixed typo"
@@ -243,7 +251,7 @@ class TestMessageList:
 
 
 class TestSendingMessages:
-    def test_a_text_with_quick_replies_creates_a_pending_outbound_message_by_the_user(self, api, agent):
+    def test_a_text_with_quick_replies_creates_a_pending_outbound_message_by_the_user(self, api, supervisor):
         conversation = ConversationFactory(last_message_at=minutes_ago(60))
         quick_replies = [{"label": "Yes", "text": "Yes please"}, {"label": "No", "text": "No thanks"}]
 
@@ -256,12 +264,12 @@ class TestSendingMessages:
         assert response.status_code == 202, response.content
         data = response.json()
         message = Message.objects.get(uuid=data["uuid"])
-        assert message.conversation == conversation and message.author == agent
+        assert message.conversation == conversation and message.author == supervisor
         assert message.direction == Direction.OUTBOUND and message.kind == MessageKind.TEXT
         assert message.delivery_state == DeliveryState.PENDING
         assert message.payload["quick_replies"] == quick_replies
         assert data["delivery_state"] == "pending" and data["direction"] == "out"
-        assert data["author"]["id"] == agent.pk
+        assert data["author"]["id"] == supervisor.pk
         conversation.refresh_from_db()
         assert conversation.last_message_at == message.sent_at
 

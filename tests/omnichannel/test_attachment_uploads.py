@@ -10,7 +10,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from rest_framework.test import APIClient
 
 from omnichannel.models import Attachment, Message
-from tests.factories import AgentFactory, ConversationFactory
+from tests.factories import ConversationFactory, SupervisorFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -36,8 +36,9 @@ def _no_delivery(monkeypatch):
 
 @pytest.fixture
 def api() -> APIClient:
+    # A supervisor sends in any conversation (an agent, only in theirs: test_access_policy.py).
     client = APIClient()
-    client.force_authenticate(AgentFactory())
+    client.force_authenticate(SupervisorFactory())
     return client
 
 

@@ -13,7 +13,7 @@ from django.urls import reverse
 
 from agents import roles
 from omnichannel.files import ATTACHMENT_CSP, attachment_signed_url
-from omnichannel.models import AttachmentState, MessageKind
+from omnichannel.models import AttachmentState, ConversationState, MessageKind
 from tests.factories import (
     AdministratorFactory,
     AgentFactory,
@@ -139,14 +139,36 @@ class TestTheAttachmentView:
             response["Content-Disposition"] == "attachment; filename*=utf-8''%E8%AB%8B%E6%B1%82%E6%9B%B8.pdf"
         )
 
-    @pytest.mark.parametrize("role", [roles.SUPERVISOR, roles.AGENT])
-    def test_the_roles_that_see_conversations_get_their_files(self, role):
+    def test_a_supervisor_gets_the_files_of_every_conversation(self):
         attachment = stored("photo.png", "image/png", PNG, kind=MessageKind.IMAGE)
 
-        response = client_for(UserFactory(role=role)).get(view_url(attachment))
+        response = client_for(UserFactory(role=roles.SUPERVISOR)).get(view_url(attachment))
 
         assert response.status_code == 200
         assert b"".join(response.streaming_content) == PNG
+
+    def test_an_agent_gets_the_files_of_their_conversations_only(self):
+        agent = AgentFactory()
+        theirs = stored(
+            "photo.png",
+            "image/png",
+            PNG,
+            kind=MessageKind.IMAGE,
+            conversation=ConversationFactory(state=ConversationState.ACTIVE, assigned_agent=agent),
+        )
+        someone_elses = stored(
+            "other.png",
+            "image/png",
+            PNG,
+            kind=MessageKind.IMAGE,
+            conversation=ConversationFactory(state=ConversationState.ACTIVE, assigned_agent=AgentFactory()),
+        )
+        client = client_for(agent)
+
+        response = client.get(view_url(theirs))
+        assert response.status_code == 200
+        assert b"".join(response.streaming_content) == PNG
+        assert client.get(view_url(someone_elses)).status_code == 404  # as for an ID that does not exist
 
     def test_an_anonymous_visitor_is_sent_to_the_sign_in_page(self):
         attachment = stored("photo.png", "image/png", PNG, kind=MessageKind.IMAGE)
