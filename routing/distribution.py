@@ -45,7 +45,7 @@ from omnichannel import lifecycle
 from omnichannel.lifecycle import CapacityExhausted, LifecycleConflict
 from omnichannel.models import Conversation, ConversationState
 
-from .conditions import OpeningPeriod, queue_open_at
+from .conditions import OpeningPeriod, queue_open_at, skills_normalize
 from .models import (
     AssignmentMethod,
     DistributionMode,
@@ -96,13 +96,12 @@ class ItemFacts:
 def item_facts(*, conversation: Conversation) -> ItemFacts:
     """The facts of a conversation the decision reads (no query when its workstream is loaded;
     `queue_items_waiting` annotates whether it was declined, else that is read with the decision)."""
-    written = (conversation.routing or {}).get("attributes", {}).get("skills") or {}
-    if isinstance(written, list):
-        written = {name: 1 for name in written}
+    # Classification's own normalisation (a list of names means level 1), as routing recorded it.
+    written = skills_normalize((conversation.routing or {}).get("attributes", {}).get("skills") or {})
     return ItemFacts(
         conversation_id=conversation.pk,
         units=lifecycle.conversation_capacity_units(conversation),
-        skills={str(name).casefold(): int(level) for name, level in written.items()},
+        skills={name.casefold(): level for name, level in written.items()},
         previous_agent_id=conversation.previous_agent_id,
         declined=getattr(conversation, "has_declines", True),
     )
