@@ -235,8 +235,7 @@ def test_the_worker_running_several_assignment_tasks_at_once_keeps_the_guarantee
     for _ in range(15):
         item_make(queue, workstream, account=account)
 
-    for _ in range(6):
-        tasks.queue_assign.delay(queue.pk)
+    sent = [tasks.queue_assign.delay(queue.pk).id for _ in range(6)]
 
     wait_for(
         lambda: Offer.objects.filter(state=OfferState.PENDING).count() == 6,
@@ -248,6 +247,13 @@ def test_the_worker_running_several_assignment_tasks_at_once_keeps_the_guarantee
     assert dict(Counter(Offer.objects.values_list("agent_id", flat=True))) == {a.pk: 2 for a in agents}
     assert_within_capacity()
     assert_capacity_matches_the_work()
+    # The worker is shared by the session: let the six tasks finish before the database is flushed
+    # (a task still writing while the tables are truncated deadlocks the teardown).
+    wait_for(
+        lambda: all(f"{task_id}] succeeded" in celery_worker.log() for task_id in sent),
+        timeout=60,
+        message="the worker to finish the six assignment tasks",
+    )
 
 
 def test_a_new_line_customer_is_routed_and_offered_to_a_demo_agent_by_the_worker(
