@@ -65,6 +65,9 @@ class AgentProfile(models.Model):
     # work: they get nothing new until they are below it again. Never below zero (positive field).
     capacity_used = models.PositiveIntegerField(default=0)
     skills = models.ManyToManyField(Skill, through="AgentSkill", related_name="agents", blank=True)
+    # The agent's own pages: language (empty: the browser's) and time zone (empty: TIME_ZONE).
+    language = models.CharField(max_length=10, choices=settings.LANGUAGES, blank=True)
+    time_zone = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

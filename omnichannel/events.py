@@ -55,8 +55,38 @@ def subscribe(name: str, subscriber: Subscriber) -> None:
 
 def emit(name: str, **data: Any) -> None:
     """Announce `name` with `data` (IDs and plain values) once the current transaction commits (at
-    once outside a transaction)."""
+    once outside a transaction). What open pages show is told to them in the transaction itself
+    (omnichannel.live: a notice commits with the change, or not at all)."""
+    _live_notice(name, data)
     transaction.on_commit(partial(_deliver, DomainEvent(name=name, data=data)))
+
+
+def _live_notice(name: str, data: dict[str, Any]) -> None:
+    from . import live
+
+    conversation_id, agent_id, queue_id = (
+        data.get("conversation_id"),
+        data.get("agent_id"),
+        data.get("queue_id"),
+    )
+    if name in (CONVERSATION_STATE_CHANGED, CONVERSATION_ASSIGNED):
+        extra = {"state": data["to_state"]} if "to_state" in data else {}
+        live.publish(
+            live.CONVERSATION,
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            queue_id=queue_id,
+            supervisors=True,
+            **extra,
+        )
+    elif name in (CONVERSATION_OFFERED, OFFER_ANSWERED):
+        live.publish(
+            live.OFFER, agent_id=agent_id, conversation_id=conversation_id, offer=data.get("offer_id")
+        )
+    elif name == CONVERSATION_QUEUED:
+        live.publish(live.QUEUE, conversation_id=conversation_id, queue_id=queue_id, supervisors=True)
+    elif name in (AGENT_PRESENCE_CHANGED, AGENT_CAPACITY_RELEASED):
+        live.publish(live.AGENT, agent_id=agent_id, supervisors=True)
 
 
 def _deliver(event: DomainEvent) -> None:

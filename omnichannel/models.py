@@ -176,6 +176,9 @@ class Conversation(models.Model):
     capacity_held = models.PositiveIntegerField(default=0)
     state_changed_at = models.DateTimeField(null=True, blank=True)
     wrap_up_notes = models.TextField(blank=True)
+    # Until when the assigned agent has read the customer's messages (the inbox's unread counts);
+    # opening the conversation moves it forward.
+    agent_read_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-last_message_at", "-id"]
@@ -418,3 +421,81 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.file_name or f"Attachment {self.pk}"
+
+
+class ConversationConsult(models.Model):
+    """Another agent asked to look at a conversation: they see it read-only until the consult ends."""
+
+    conversation = models.ForeignKey(Conversation, on_delete=models.CASCADE, related_name="consults")
+    consultant = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="consults"
+    )
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            # One running consult per agent and conversation.
+            models.UniqueConstraint(
+                fields=["conversation", "consultant"],
+                condition=Q(ended_at__isnull=True),
+                name="consult_one_running_per_agent",
+            )
+        ]
+        indexes = [models.Index(fields=["consultant", "ended_at"], name="consult_consultant_idx")]
+
+    def __str__(self) -> str:
+        return f"Consult of {self.consultant_id} on {self.conversation_id}"
+
+
+class QuickReply(models.Model):
+    """A canned answer agents insert from the composer (type "/"): placeholders {CustomerName} and
+    {AgentName} are filled in when inserted."""
+
+    title = models.CharField(max_length=100)
+    language = models.CharField(max_length=10, blank=True, help_text="Empty: any language.")
+    tags = models.CharField(max_length=200, blank=True, help_text="Comma-separated words to search by.")
+    text = models.TextField(help_text="Placeholders: {CustomerName}, {AgentName}.")
+    is_active = models.BooleanField(default=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["title", "id"]
+        verbose_name_plural = "quick replies"
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class LiveNotice(models.Model):
+    """Something an open page should show now: written in the transaction of the change it tells
+    about, read by every web process in ID order (omnichannel.live) and pushed to the pages whose
+    audience it names. A page that reconnects reads what it missed from here."""
+
+    kind = models.CharField(max_length=30)
+    # The audience: the agent concerned, everyone looking at the conversation, the members of a
+    # (pick) queue, supervisors.
+    agent = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    conversation = models.ForeignKey(
+        Conversation, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    queue = models.ForeignKey(
+        "routing.Queue", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    supervisors = models.BooleanField(default=False)
+    data = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return f"{self.kind} #{self.pk}"

@@ -15,6 +15,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
 
+from . import live
 from .channels import channel_for
 from .files import content_type_base, file_name_clean, original_name_keep
 from .models import (
@@ -297,6 +298,12 @@ def message_send(
                 state=AttachmentState.READY,
             )
         conversation_touch(conversation_id=conversation.pk, at=now)
+        live.publish(
+            live.MESSAGE,
+            agent_id=conversation.assigned_agent_id,
+            conversation_id=conversation.pk,
+            message=message.pk,
+        )
         _delivery_schedule_on_commit(message)
     return message
 

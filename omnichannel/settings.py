@@ -116,9 +116,12 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.locale.LocaleMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # The signed-in agent's language and time zone (after the user is known).
+    "agents.middleware.agent_preferences",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     # Last, as django-axes asks: turns a locked-out sign-in into the lockout page.
@@ -166,6 +169,17 @@ elif DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
     DATABASES["default"].setdefault("OPTIONS", {}).setdefault(
         "connect_timeout", env.int("DATABASE_CONNECT_TIMEOUT", default=5)
     )
+    # A pool per process (Django's, psycopg_pool): a web process runs many threads (each open agent
+    # page holds one, README "Live pages"), and a connection per thread would pass PostgreSQL's
+    # max_connections. A request takes a connection for its duration and gives it back.
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"]["OPTIONS"]["pool"] = {
+        "min_size": 1,
+        "max_size": env.int("DATABASE_POOL_MAX_SIZE", default=16),
+        "timeout": env.float("DATABASE_POOL_TIMEOUT", default=10.0),
+        # A connection idle this long is closed (the pool keeps min_size).
+        "max_idle": 300.0,
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -201,7 +215,11 @@ LOGIN_REDIRECT_URL = "home"
 LOGOUT_REDIRECT_URL = "login"
 
 # --- Internationalisation -------------------------------------------------------------------------
-LANGUAGE_CODE = "en-us"
+LANGUAGE_CODE = "en"
+# The languages of the agent pages (locale/<code>/LC_MESSAGES); an agent chooses theirs
+# (AgentProfile.language), else the browser's is used.
+LANGUAGES = [("en", "English"), ("ja", "日本語")]
+LOCALE_PATHS = [BASE_DIR / "locale"]
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
 USE_I18N = True
 USE_TZ = True
@@ -375,6 +393,7 @@ CELERY_BEAT_SCHEDULE = {
     "conversations-auto-close": {"task": "routing.tasks.conversations_auto_close", "schedule": 60.0},
     "wrap-up-capacity-release": {"task": "routing.tasks.wrap_up_capacity_release_due", "schedule": 30.0},
     "heartbeats-prune": {"task": "omnichannel.tasks.worker_heartbeats_prune", "schedule": crontab(minute=7)},
+    "live-notices-prune": {"task": "omnichannel.tasks.live_notices_prune", "schedule": 300.0},
 }
 
 # --- LINE -----------------------------------------------------------------------------------------

@@ -29,3 +29,11 @@ def message_deliveries_sweep() -> None:
     count = services.message_deliveries_sweep()
     if count:
         logger.info("Deliveries sweep queued %s messages", count)
+
+
+@shared_task(ignore_result=True)
+def live_notices_prune() -> None:
+    """Delete live notices older than an hour (omnichannel.live.RETENTION_SECONDS)."""
+    from . import live
+
+    live.notices_expired_delete()

@@ -20,6 +20,7 @@ urlpatterns = [
     path("attachments/<int:pk>/", views.attachment_open, name="attachment-open"),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("inbox/", include("agents.urls")),
     path("admin/", admin.site.urls),
     # For signed-in users only (SPECTACULAR_SETTINGS["SERVE_PERMISSIONS"], README "REST API"); a
     # browser that is not signed in is sent to the sign-in page rather than shown a 403.

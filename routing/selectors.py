@@ -118,3 +118,12 @@ def channel_instance_attachment_policy(*, messaging_account_id: object) -> Attac
         customers_can_send=row["file_attachments"] and row["customers_can_send_attachments"],
         agents_can_send=row["file_attachments"] and row["agents_can_send_attachments"],
     )
+
+
+def member_queue_ids(*, user: object) -> list[int]:
+    """The queues `user` is a member of (their pages hear about those queues' open items)."""
+    from .models import QueueMembership
+
+    return list(
+        QueueMembership.objects.filter(user_id=getattr(user, "pk", None)).values_list("queue_id", flat=True)
+    )

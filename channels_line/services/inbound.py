@@ -21,6 +21,7 @@ from django.core.files import File
 from django.db import IntegrityError, InterfaceError, OperationalError, connection, transaction
 from django.utils import timezone
 
+from omnichannel import live
 from omnichannel.files import content_type_base, file_name_clean, original_name_keep
 from omnichannel.models import (
     Attachment,
@@ -29,6 +30,7 @@ from omnichannel.models import (
     Conversation,
     ConversationState,
     Direction,
+    LiveNotice,
     Message,
     MessageEdit,
     MessageKind,
@@ -673,6 +675,7 @@ def _events_process_locked(
                 _known_conversations.reset(token)
             _conversations_touch(events)
             _events_save_outcome(events)
+            _messages_announce(events)
     except Exception as exc:
         if current is None:
             raise  # not one event's failure (taking the events, the locks, the outcome): the task's
@@ -715,6 +718,21 @@ def _conversations_touch(events: list[LineWebhookEvent]) -> None:
             )
     for conversation_id, at in latest.items():
         conversation_touch(conversation_id=conversation_id, at=at)
+
+
+def _messages_announce(events: list[LineWebhookEvent]) -> None:
+    """Tell the pages showing these conversations (and the agents working them) about the messages
+    added or changed, in one statement."""
+    live.publish_many(
+        LiveNotice(
+            kind=live.MESSAGE,
+            agent_id=event.conversation.assigned_agent_id,
+            conversation_id=event.conversation_id,
+            data={"message": event.message_id},
+        )
+        for event in events
+        if event.message_id is not None
+    )
 
 
 def _events_save_outcome(events: list[LineWebhookEvent]) -> None:
@@ -857,6 +875,7 @@ def line_attachment_fetch(*, attachment_pk: int) -> float | None:
         current.state = AttachmentState.READY
         current.error = ""
         current.save(update_fields=["file", "file_name", "content_type", "size", "state", "error"])
+        live.message_changed(message_id=current.message_id)
     return None
 
 
@@ -920,6 +939,8 @@ def _attachment_retry_later(attachment_pk: int, error: str, attempts: int) -> fl
 
 def _attachment_failed(attachment_pk: int, error: str) -> None:
     logger.warning("LINE content download failed attachment=%s error=%s", attachment_pk, error)
-    Attachment.objects.filter(pk=attachment_pk, state=AttachmentState.PENDING).update(
-        state=AttachmentState.FAILED, error=error[:2000]
-    )
+    with transaction.atomic():
+        if Attachment.objects.filter(pk=attachment_pk, state=AttachmentState.PENDING).update(
+            state=AttachmentState.FAILED, error=error[:2000]
+        ):
+            live.message_changed(message_id=Attachment.objects.get(pk=attachment_pk).message_id)

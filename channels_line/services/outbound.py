@@ -28,6 +28,7 @@ from linebot.v3.messaging import (
     VideoMessage,
 )
 
+from omnichannel import live
 from omnichannel.files import attachment_signed_url
 from omnichannel.models import DeliveryState, Message, MessageKind
 from omnichannel.services import sequence_split
@@ -227,6 +228,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
             delivered_at=timezone.now(),
             delivery_error="",
         )
+        live.message_changed(message_id=message.pk, conversation_id=message.conversation_id)
     message.refresh_from_db()
     return message
 
@@ -240,16 +242,20 @@ def line_message_delivery_retrying(*, message_pk: int, error: LineApiError, coun
     """Record a failed try that will be retried in `countdown` seconds; the message goes back to
     pending, due then (the sweep queues it should the retry's task be lost)."""
     logger.warning("LINE delivery will be retried message=%s error=%s", message_pk, error)
-    Message.objects.filter(pk=message_pk).exclude(delivery_state=DeliveryState.DELIVERED).update(
-        delivery_state=DeliveryState.PENDING,
-        delivery_error=f"Retrying: {error}"[:2000],
-        delivery_due_at=timezone.now() + datetime.timedelta(seconds=countdown),
-    )
+    with transaction.atomic():
+        Message.objects.filter(pk=message_pk).exclude(delivery_state=DeliveryState.DELIVERED).update(
+            delivery_state=DeliveryState.PENDING,
+            delivery_error=f"Retrying: {error}"[:2000],
+            delivery_due_at=timezone.now() + datetime.timedelta(seconds=countdown),
+        )
+        live.message_changed(message_id=message_pk)
 
 
 def line_message_delivery_failed(*, message_pk: int, error: LineApiError) -> None:
     """Mark a message failed with LINE's reason; an agent can retry it (message_retry)."""
     logger.warning("LINE delivery failed message=%s error=%s", message_pk, error)
-    Message.objects.filter(pk=message_pk).exclude(delivery_state=DeliveryState.DELIVERED).update(
-        delivery_state=DeliveryState.FAILED, delivery_error=str(error)[:2000]
-    )
+    with transaction.atomic():
+        Message.objects.filter(pk=message_pk).exclude(delivery_state=DeliveryState.DELIVERED).update(
+            delivery_state=DeliveryState.FAILED, delivery_error=str(error)[:2000]
+        )
+        live.message_changed(message_id=message_pk)
