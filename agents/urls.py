@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-from .views import live
+from .views import actions, conversation, customer, inbox, live, supervisor
 
 app_name = "inbox"
 
-urlpatterns = [*live.urlpatterns]
+urlpatterns = [
+    *inbox.urlpatterns,
+    *conversation.urlpatterns,
+    *actions.urlpatterns,
+    *customer.urlpatterns,
+    *supervisor.urlpatterns,
+    *live.urlpatterns,
+]

@@ -1,0 +1,5 @@
+"""(Being built.)"""
+
+from __future__ import annotations
+
+urlpatterns: list = []
