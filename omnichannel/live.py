@@ -19,7 +19,8 @@ every web process whatever the broker (the embedded configuration has no Redis),
 after a reconnection is a read by ID. PostgreSQL hands out IDs before commit, so a notice may commit
 after one with a higher ID: the hub's `floor` (the ID below which nothing can still appear) only
 moves past a missing ID once it appeared or GAP_WAIT passed (an ID a rolled-back transaction took),
-and the ID a page receives is that floor, so a replay starts below anything late.
+and the ID a page receives with a notice is never above that floor nor the notice's own ID, so a
+replay starts below anything late or not yet received (a notice twice is harmless: pages fetch).
 """
 
 from __future__ import annotations
@@ -210,26 +211,31 @@ class Hub:
         )
         fresh = [row for row in rows if row["id"] not in self._seen]
         self._seen.update(row["id"] for row in fresh)
-        self._floor_advance(time.monotonic())
-        if not fresh:
-            return
-        with self._lock:
-            listeners = list(self._listeners)
-        for row in fresh:
-            for listener in listeners:
-                if listener.audience.wants(row):
-                    listener.offer((self.floor, row))
+        floor = self._floor_advance(time.monotonic())
+        if fresh:
+            with self._lock:
+                listeners = list(self._listeners)
+            for row in fresh:
+                for listener in listeners:
+                    if listener.audience.wants(row):
+                        listener.offer((floor, row))
+        # Moved only once the notices below it are handed out: a stream that reads it (its
+        # keep-alive) has nothing below it still to come.
+        self.floor = floor
 
-    def _floor_advance(self, now: float) -> None:
-        top = max(self._seen, default=self.floor)
-        while self.floor < top:
-            following = self.floor + 1
+    def _floor_advance(self, now: float) -> int:
+        """The new floor: past every ID seen or waited for long enough."""
+        floor = self.floor
+        top = max(self._seen, default=floor)
+        while floor < top:
+            following = floor + 1
             if following in self._seen:
                 self._seen.discard(following)
             elif now - self._gaps.setdefault(following, now) < GAP_WAIT_SECONDS:
-                return  # may still commit
+                break  # may still commit
             self._gaps.pop(following, None)
-            self.floor = following
+            floor = following
+        return floor
 
 
 hub = Hub()
@@ -283,9 +289,12 @@ def _stream(audience: Audience, after: int | None) -> Iterator[str]:
             try:
                 floor, row = listener.items.get(timeout=KEEPALIVE_SECONDS)
             except queue.Empty:
-                yield ": keep-alive\n\n"
+                # An ID without data: the browser keeps it as its last ID and fires nothing (a page
+                # that hears little does not fall behind the notices kept for a replay).
+                yield f"id: {hub.floor}\n\n"
                 continue
-            yield _sse(row["kind"], _payload(row), floor)
+            # Not above the notice's own ID: a reconnection replays any notice after it.
+            yield _sse(row["kind"], _payload(row), min(floor, row["id"]))
         if listener.overflowed:
             yield _sse("reset", {}, None)
     finally:

@@ -163,6 +163,18 @@ def _cache_cleared():
     cache.clear()
 
 
+@pytest.fixture(autouse=True)
+def live_hub(monkeypatch) -> Iterator:
+    """Each test gets its own live hub (omnichannel.live), started only if a page of the test needs
+    it and stopped after the test: no thread of an earlier test reads a database that is gone."""
+    from omnichannel import live
+
+    hub = live.Hub()
+    monkeypatch.setattr(live, "hub", hub)
+    yield hub
+    hub.stop()
+
+
 @contextlib.contextmanager
 def broker_down() -> Iterator[None]:
     """Point this process's Celery app at a port where nothing listens: a real refused connection."""

@@ -20,15 +20,6 @@ from tests.factories import TEST_PASSWORD, AgentFactory, ConversationFactory, Us
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
-@pytest.fixture(autouse=True)
-def fresh_hub(monkeypatch):
-    """Each test gets its own hub (the process-wide one would keep the previous test's floor)."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
-
-
 def notice(**fields) -> dict:
     return {
         "id": 0,
@@ -68,11 +59,11 @@ def test_a_message_sent_tells_the_conversation_s_pages_and_a_rolled_back_one_tel
 
 
 def test_the_hub_hands_notices_to_matching_listeners_and_waits_for_a_missing_id_before_passing_it(
-    fresh_hub, monkeypatch
+    live_hub, monkeypatch
 ):
     conversation = ConversationFactory()
     first = LiveNotice.objects.create(kind=live.MESSAGE, conversation_id=conversation.pk)
-    hub = fresh_hub
+    hub = live_hub
     hub.floor = first.pk - 1
     mine = live.Listener(audience=live.Audience(agent_id=0, conversation_ids=frozenset({conversation.pk})))
     other = live.Listener(
@@ -187,3 +178,18 @@ def test_a_message_reaches_an_open_stream_over_http_within_a_second(live_server)
     listener.join(5)
     assert received == ["event: message"]
     assert time.monotonic() - sent_at < 1.0
+
+
+def test_a_quiet_page_keeps_its_place_its_keep_alive_carries_the_hub_s_floor(client, live_hub, monkeypatch):
+    monkeypatch.setattr(live, "KEEPALIVE_SECONDS", 0.05)
+    agent = AgentFactory()
+    client.force_login(agent)
+    live.publish(live.OFFER, agent_id=AgentFactory().pk, offer=1)  # not for this page
+
+    response = client.get(reverse("inbox:live"))
+    chunks = iter(response.streaming_content)
+    assert b"event: ready" in next(chunk for chunk in chunks if b"ready" in chunk)
+    keep_alive = next(chunks).decode()
+    response.close()
+
+    assert keep_alive == f"id: {live_hub.floor}\n\n"  # an ID, no data: the browser fires nothing
