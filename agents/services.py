@@ -2,9 +2,11 @@ from __future__ import annotations
 
 import fnmatch
 import logging
+import zoneinfo
 from dataclasses import dataclass
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group, Permission
 from django.core.exceptions import ValidationError
@@ -122,6 +124,25 @@ def agent_presence_set(
                 actor_id=getattr(actor, "pk", None),
             )
     profile.refresh_from_db()
+    return profile
+
+
+def agent_preferences_set(*, user: AbstractBaseUser, language: str, time_zone: str) -> AgentProfile:
+    """Save the language (a code of settings.LANGUAGES; empty: the browser's) and time zone (an IANA
+    name zoneinfo knows; empty: TIME_ZONE) of the user's own pages; agents.middleware applies them
+    from the next request on. Raises ValidationError naming the field for an unknown value."""
+    errors = {}
+    if language and language not in dict(settings.LANGUAGES):
+        errors["language"] = f"Unknown language {language!r}."
+    if time_zone and time_zone not in zoneinfo.available_timezones():
+        errors["time_zone"] = f"Unknown time zone {time_zone!r}: use an IANA name such as 'Asia/Tokyo'."
+    if errors:
+        raise ValidationError(errors)
+    profile = agent_profile_for(user)
+    AgentProfile.objects.filter(pk=profile.pk).update(
+        language=language, time_zone=time_zone, updated_at=timezone.now()
+    )
+    profile.language, profile.time_zone = language, time_zone
     return profile
 
 

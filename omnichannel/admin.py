@@ -33,6 +33,7 @@ from .models import (
     Direction,
     Message,
     MessageEdit,
+    QuickReply,
     SocialProfile,
 )
 
@@ -90,6 +91,16 @@ class ContactAdmin(admin.ModelAdmin):
     list_display = ["name", "email", "phone", "created_at"]
     search_fields = ["name", "email", "phone"]
     inlines = [SocialProfileInline]
+
+
+@admin.register(QuickReply)
+class QuickReplyAdmin(admin.ModelAdmin):
+    """Canned answers agents insert from the conversation page's composer (type "/")."""
+
+    list_display = ["title", "language", "tags", "is_active", "updated_at"]
+    list_filter = ["language", "is_active"]
+    search_fields = ["title", "tags", "text"]
+    list_editable = ["is_active"]
 
 
 @admin.register(SocialProfile)

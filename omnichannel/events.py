@@ -80,8 +80,13 @@ def _live_notice(name: str, data: dict[str, Any]) -> None:
             **extra,
         )
     elif name in (CONVERSATION_OFFERED, OFFER_ANSWERED):
+        # Supervisors too: a pending offer holds the agent's capacity (their load on the dashboard).
         live.publish(
-            live.OFFER, agent_id=agent_id, conversation_id=conversation_id, offer=data.get("offer_id")
+            live.OFFER,
+            agent_id=agent_id,
+            conversation_id=conversation_id,
+            supervisors=True,
+            offer=data.get("offer_id"),
         )
     elif name == CONVERSATION_QUEUED:
         live.publish(live.QUEUE, conversation_id=conversation_id, queue_id=queue_id, supervisors=True)

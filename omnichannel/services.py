@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
 from django.core.exceptions import ValidationError
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
@@ -356,6 +357,7 @@ def message_retry(*, message: Message) -> Message:
                 "Only a failed message, or one stuck pending or sending for a while, can be sent again: "
                 "this one is delivered, or its delivery is under way."
             )
+        live.message_changed(message_id=message.pk, conversation_id=message.conversation_id)
         _delivery_schedule_on_commit(message)
     message.refresh_from_db()
     return message
@@ -401,6 +403,53 @@ def conversation_typing(*, conversation: Conversation, seconds: int = 20) -> Non
     transaction.on_commit(
         lambda: adapter.typing_indicator_schedule(conversation_id=conversation.pk, seconds=seconds)
     )
+
+
+# The conversation page calls typing at most every ~10 s; the server takes one call per conversation
+# in this many seconds, whatever the number of pages or agents (LINE's animation lasts longer anyway).
+TYPING_MIN_INTERVAL_SECONDS = 5
+
+
+def conversation_typing_throttled(*, conversation: Conversation, seconds: int = 20) -> bool:
+    """conversation_typing, at most once per TYPING_MIN_INTERVAL_SECONDS per conversation (counted
+    in the shared cache, so across web processes); False when this call was refused."""
+    if not cache.add(f"omnichannel:typing:{conversation.pk}", 1, timeout=TYPING_MIN_INTERVAL_SECONDS):
+        return False
+    try:
+        conversation_typing(conversation=conversation, seconds=seconds)
+    except Exception:  # the broker is down: a lost typing indicator is harmless, a failed page is not
+        logger.exception("Typing indicator not queued conversation=%s", conversation.pk)
+        return False
+    return True
+
+
+def conversation_read_by_agent(*, conversation: Conversation, agent: AbstractBaseUser) -> bool:
+    """The agent a conversation is assigned to opened it: what the customer wrote is read. Moves
+    `agent_read_at` forward (the inbox's unread counts; their inbox pages hear of it) and tells the
+    customer, through the channel, that their messages were read. Nothing for anyone else, nor when
+    nothing was written since the last time. Returns whether anything was unread."""
+    if agent.pk is None or conversation.assigned_agent_id != agent.pk:
+        return False
+    now = timezone.now()
+    with transaction.atomic():
+        updated = (
+            Conversation.objects.filter(
+                pk=conversation.pk, assigned_agent_id=agent.pk, last_message_at__isnull=False
+            )
+            .filter(Q(agent_read_at__isnull=True) | Q(agent_read_at__lt=F("last_message_at")))
+            .update(agent_read_at=now)
+        )
+        if not updated:
+            return False
+        conversation.agent_read_at = now
+        live.publish(live.CONVERSATION, agent_id=agent.pk, read=conversation.pk)
+        # As conversation_mark_read, but robust: a broker outage must not fail the page that opened
+        # it (a lost read mark is harmless: the next opening sends one).
+        adapter = channel_for(conversation.messaging_account)
+        transaction.on_commit(
+            lambda: adapter.conversation_mark_read_schedule(conversation_id=conversation.pk), robust=True
+        )
+    return True
 
 
 def sequence_split(text: str, size: int) -> Sequence[str]:

@@ -1,7 +1,7 @@
 from django.contrib.auth.decorators import login_required
 from django.core import signing
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBase, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_safe
 
@@ -34,6 +34,12 @@ def readyz(request: HttpRequest) -> JsonResponse:
 
 @login_required
 def home(request: HttpRequest) -> HttpResponse:
+    """Where signing in lands: supervisors (and administrators) on their dashboard, agents on their
+    inbox; a user whose role does not see conversations on this page (their roles, the links)."""
+    if selectors.viewer_sees_all_conversations(viewer=request.user):
+        return redirect("inbox:dashboard")
+    if request.user.is_active and request.user.has_perm(selectors.CONVERSATION_VIEW_PERMISSION):
+        return redirect("inbox:home")
     return render(request, "home.html", {"roles": selectors.user_roles(user=request.user)})
 
 

@@ -1,7 +1,8 @@
 """The routing app. On start it subscribes distribution to the domain events that give work out
 (routing/distribution.py says when assignment runs); each handler only queues a task on the `routing`
 queue after the commit that announced the event. A lost enqueue is logged, and the assignment sweep
-(every 15 s) makes it up."""
+(every 15 s) makes it up. A conversation that routing queued needs no task: the routing task gives it
+out itself."""
 
 from __future__ import annotations
 
@@ -20,9 +21,13 @@ def _queue(task, *args) -> None:
 
 
 def on_conversation_queued(event) -> None:
+    """Assignment for the queue, up to this item. Not for an item routing queued: the routing task
+    gives it out itself, right after this commit (routing.services.conversation_route)."""
     from .tasks import queue_assign
 
-    _queue(queue_assign, event.data["queue_id"])
+    if event.data.get("routed"):
+        return
+    _queue(queue_assign, event.data["queue_id"], event.data["conversation_id"])
 
 
 def on_queue_member_added(event) -> None:

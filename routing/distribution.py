@@ -4,9 +4,11 @@
   oldest `queued_at`, then ID) that has no pending offer, chooses an agent (`assignment_choose`) and
   offers it to them (`lifecycle.offer_make`: the offer holds the agent's capacity until accepted,
   rejected or expired), or assigns it at once when the workstream auto-accepts; then the next item,
-  until no item is left or no agent can take one. It runs when an item is queued, an agent's capacity
-  is released or their presence changes, and a member is added (routing/apps.py subscribes to those
-  events and queues the `routing` task), and every 15 s from the assignment sweep (a lost enqueue).
+  until no item is left or no agent can take one. It runs in the routing task right after a new
+  conversation is routed (up to that item: one task per new conversation); when an item is queued
+  again (reopened, transferred, declined: up to that item), an agent's capacity is released or their
+  presence changes, and a member is added (routing/apps.py subscribes to those events and queues the
+  `routing` task); and every 15 s from the assignment sweep (a lost enqueue).
 - **Pick** workstreams: nobody is offered anything; a member of the queue takes an item
   (`conversation_pick`).
 - **Transfer** (`conversation_transfer`): back to Open in a queue, assignment runs again; to an agent,
@@ -248,9 +250,14 @@ def queue_is_open(*, queue: Queue, at: datetime.datetime) -> bool:
     )
 
 
-def queue_assign(*, queue_id: int) -> int:
+def queue_assign(*, queue_id: int, until: int | None = None) -> int:
     """Offer (or with auto-accept, assign) the queue's waiting items to its eligible members, best
     item first, until no item is left or nobody can take one. Returns how many items were given out.
+
+    `until`: the conversation whose arrival asked for this run (routed, reopened, transferred, declined).
+    The run stops once that item was given out or nobody could take it: the items ahead of it went
+    first, and those behind it wait for their own runs (each queued item asks for one) or the
+    assignment sweep. When that item is not waiting any more (given out meanwhile) it is a full run.
 
     Safe to run in several workers at once on one queue: a lost race (the item offered or taken
     meanwhile, the agent's room taken) skips that pair and goes on. While the queue is out of its
@@ -269,12 +276,13 @@ def queue_assign(*, queue_id: int) -> int:
         item = waiting.exclude(pk__in=passed).first()
         if item is None:
             break
+        last = item.pk == until
         workstream = item.workstream
         facts = item_facts(conversation=item)
         candidate = assignment_choose(facts=facts, queue_id=queue_id, workstream=workstream)
         if candidate is None:
             passed.add(item.pk)
-            if not agents_eligible(queue_id=queue_id, workstream=workstream, units=1, skills={}):
+            if last or not agents_eligible(queue_id=queue_id, workstream=workstream, units=1, skills={}):
                 break  # nobody of this queue can take anything now: the next event runs again
             continue
         agent = User(pk=candidate.agent_id)
@@ -291,8 +299,10 @@ def queue_assign(*, queue_id: int) -> int:
             # The item may still be waiting (the agent's room went meanwhile): not again in this run,
             # so that a stuck pair cannot spin; the next event or the sweep takes it up.
             passed.add(item.pk)
-            continue
-        given += 1
+        else:
+            given += 1
+        if last:
+            break
     return given
 
 

@@ -37,10 +37,12 @@ from .conditions import (
     split_pick,
     time_facts,
 )
+from .distribution import queue_assign
 from .models import (
     ChannelInstance,
     ClassificationRule,
     ClassificationRuleSet,
+    DistributionMode,
     OverflowAction,
     Queue,
     QueueHoliday,
@@ -49,7 +51,7 @@ from .models import (
     RouteToQueueRule,
     Workstream,
 )
-from .selectors import queue_open_items_count, queue_with_hours, workstream_with_rules
+from .selectors import queue_open_items_count, workstream_with_rules
 
 logger = logging.getLogger(__name__)
 
@@ -119,24 +121,28 @@ def _queue_record(queue: Queue) -> dict[str, Any]:
 
 
 class _Queues:
-    """The queues one decision looks at, each loaded once with its hours and holidays."""
+    """The queues one decision looks at, each loaded once; its hours and holidays only when an
+    overflow rule asks whether it is open (most queues have no out-of-hours action)."""
 
-    def __init__(self, *, at: datetime.datetime) -> None:
+    def __init__(self, *, at: datetime.datetime, known: tuple[Queue | None, ...] = ()) -> None:
         self.at = at
-        self._queues: dict[int, Queue] = {}
+        self._queues: dict[int, Queue] = {queue.pk: queue for queue in known if queue is not None}
+        self._open: dict[int, bool] = {}
 
     def get(self, queue_id: int) -> Queue:
         if queue_id not in self._queues:
-            self._queues[queue_id] = queue_with_hours(queue_id=queue_id)
+            self._queues[queue_id] = Queue.objects.get(pk=queue_id)
         return self._queues[queue_id]
 
     def is_open(self, queue: Queue) -> bool:
-        return queue_open_at(
-            at=self.at,
-            timezone_name=queue.timezone,
-            periods=[OpeningPeriod(p.weekday, p.start, p.end) for p in queue.operating_hours.all()],
-            holidays=[h.date for h in queue.holidays.all()],
-        )
+        if queue.pk not in self._open:
+            self._open[queue.pk] = queue_open_at(
+                at=self.at,
+                timezone_name=queue.timezone,
+                periods=[OpeningPeriod(p.weekday, p.start, p.end) for p in queue.operating_hours.all()],
+                holidays=[h.date for h in queue.holidays.all()],
+            )
+        return self._open[queue.pk]
 
     def overflow(self, queue: Queue) -> Overflow | None:
         """Overflow before queueing: out of hours first (when the queue has an action for it), then
@@ -199,7 +205,7 @@ def routing_decide(
     workstream = workstream_with_rules(workstream_id=workstream.pk)
     facts = {**facts, **time_facts(at=at, timezone_name=workstream.timezone)}
     decision = RoutingDecision(workstream=workstream, queue=None, outcome=Outcome.QUEUED, reason="")
-    queues = _Queues(at=at)
+    queues = _Queues(at=at, known=(workstream.fallback_queue,))
     step = "classification"
     try:
         for rule_set in workstream.classification_rule_sets.all():
@@ -305,9 +311,10 @@ def routing_facts_sample(
     return facts
 
 
-def routing_facts_for_conversation(*, conversation: Conversation, instance: ChannelInstance) -> RoutingFacts:
-    """The facts routing conditions read about a conversation: its customer's social profile and
-    linked contact, its first inbound message's text, its channel instance."""
+def routing_facts_for_conversation(*, conversation: Conversation) -> RoutingFacts:
+    """The facts routing conditions read about a conversation (its messaging account, social profile
+    and contact loaded): its customer's social profile and linked contact, its first inbound
+    message's text, its channel instance (named by its messaging account)."""
     profile = conversation.social_profile
     first_text = (
         Message.objects.filter(conversation=conversation, direction=Direction.INBOUND)
@@ -324,7 +331,7 @@ def routing_facts_for_conversation(*, conversation: Conversation, instance: Chan
         display_name=profile.display_name if profile else "",
         language=profile.language if profile else "",
         text=first_text or "",
-        channel_instance=instance.messaging_account.name,
+        channel_instance=conversation.messaging_account.name,
         contact=contact,
     )
 
@@ -373,8 +380,9 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
     """Classify and route a conversation due for routing, and record the decision on it (workstream,
     queue, priority, routing, queued_at; due no more) in one short transaction whose conditional
     UPDATE lets only one run win. An overflow that ends the conversation sends the queue's message and
-    closes it in that transaction. Returns the decision recorded, or None when there was nothing to do
-    (routed already, gone, or not routable: the reason is recorded)."""
+    closes it in that transaction. Once committed, a conversation queued for a push workstream is
+    given out at once (`_routed_assign`). Returns the decision recorded, or None when there was
+    nothing to do (routed already, gone, or not routable: the reason is recorded)."""
     conversation = (
         Conversation.objects.select_related("messaging_account", "social_profile__contact")
         .filter(pk=conversation_id)
@@ -389,34 +397,40 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
             reason=f"It was {conversation.get_state_display()} before routing.",
         )
         return None
-    instance = (
-        ChannelInstance.objects.select_related("workstream", "messaging_account")
-        .filter(messaging_account_id=conversation.messaging_account_id)
+    workstream_id = (
+        ChannelInstance.objects.filter(messaging_account_id=conversation.messaging_account_id)
+        .values_list("workstream_id", flat=True)
         .first()
     )
-    if instance is None:
+    if workstream_id is None:
         _routing_skip(
             conversation_id=conversation_id, reason="Its messaging account is in no channel instance."
         )
         return None
-    workstream = instance.workstream
     try:
-        facts = routing_facts_for_conversation(conversation=conversation, instance=instance)
+        facts = routing_facts_for_conversation(conversation=conversation)
+        # routing_decide reads the workstream with its rules (once: nothing else reads it here).
         decision = routing_decide(
-            workstream=workstream, facts=facts, at=conversation.created_at, split_key=conversation.pk
+            workstream=Workstream(pk=workstream_id),
+            facts=facts,
+            at=conversation.created_at,
+            split_key=conversation.pk,
         )
     except DatabaseError:
         raise
     except Exception as error:
         # routing_decide sends its own errors to the fallback queue; this is for anything around it.
         logger.exception("Routing failed conversation=%s: sent to the fallback queue", conversation_id)
+        fallback = Workstream.objects.select_related("fallback_queue").get(pk=workstream_id)
         decision = RoutingDecision(
-            workstream=workstream,
-            queue=workstream.fallback_queue,
+            workstream=fallback,
+            queue=fallback.fallback_queue,
             outcome=Outcome.QUEUED,
             reason=f"Routing failed ({error}): sent to the fallback queue.",
             error=str(error),
         )
+    workstream = decision.workstream
+    assert workstream is not None
     now = timezone.now()
     values: dict[str, Any] = {
         "workstream": workstream,
@@ -437,9 +451,13 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
         if decision.outcome == Outcome.ENDED:
             _overflow_end(conversation=conversation, decision=decision)
         elif decision.queue is not None:
-            # Waiting for an agent now: distribution offers it (or agents of a pick queue take it).
+            # Waiting for an agent now (or for agents of a pick queue to take it). `routed`: nobody
+            # needs to queue its assignment, it follows here.
             events.emit(
-                events.CONVERSATION_QUEUED, conversation_id=conversation_id, queue_id=decision.queue.pk
+                events.CONVERSATION_QUEUED,
+                conversation_id=conversation_id,
+                queue_id=decision.queue.pk,
+                routed=True,
             )
     logger.info(
         "Conversation routed conversation=%s workstream=%s queue=%s outcome=%s",
@@ -448,7 +466,27 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
         decision.queue.pk if decision.queue else None,
         decision.outcome,
     )
+    if (
+        decision.outcome == Outcome.QUEUED
+        and decision.queue is not None
+        and workstream.distribution_mode == DistributionMode.PUSH
+    ):
+        _routed_assign(queue_id=decision.queue.pk, conversation_id=conversation_id)
     return decision
+
+
+def _routed_assign(*, queue_id: int, conversation_id: int) -> None:
+    """Give a conversation just routed out in the same task (one task per new conversation, not a
+    second one for its queue): the queue's assignment up to this item, so that items waiting ahead of
+    it still go first. A failure is logged: the item waits, and the assignment sweep gives it out."""
+    try:
+        queue_assign(queue_id=queue_id, until=conversation_id)
+    except Exception:
+        logger.exception(
+            "Assignment after routing failed (the assignment sweep will) conversation=%s queue=%s",
+            conversation_id,
+            queue_id,
+        )
 
 
 def _overflow_end(*, conversation: Conversation, decision: RoutingDecision) -> None:

@@ -15,8 +15,8 @@ logger = logging.getLogger(__name__)
 
 @shared_task(acks_late=True, ignore_result=True)
 def conversation_route(conversation_pk: int) -> None:
-    """Classify and route a new conversation (routing queue). A failure leaves it due for routing:
-    the sweep queues it again QUEUE_SWEEP_AFTER_SECONDS later."""
+    """Classify and route a new conversation, then give it out (routing queue). A failure to route
+    leaves it due for routing: the sweep queues it again QUEUE_SWEEP_AFTER_SECONDS later."""
     services.conversation_route(conversation_id=conversation_pk)
 
 
@@ -32,9 +32,10 @@ def conversations_routing_sweep() -> None:
 
 
 @shared_task(acks_late=True, ignore_result=True)
-def queue_assign(queue_pk: int) -> None:
-    """Offer (or assign) a push queue's waiting items to its eligible members."""
-    given = distribution.queue_assign(queue_id=queue_pk)
+def queue_assign(queue_pk: int, conversation_pk: int | None = None) -> None:
+    """Offer (or assign) a push queue's waiting items to its eligible members; up to the conversation
+    whose queueing asked for the run, when given (distribution.queue_assign's `until`)."""
+    given = distribution.queue_assign(queue_id=queue_pk, until=conversation_pk)
     if given:
         logger.info("Assignment gave out %s items queue=%s", given, queue_pk)
 

@@ -506,6 +506,41 @@ class TestQueueAssign:
         assert queue_assign(queue_id=queue.pk) == 1
         assert pending_offers() == [(anyway.pk, agent.pk), (waiting.pk, agent.pk)]
 
+    def test_a_run_for_one_item_gives_out_the_items_ahead_of_it_then_stops_there(self, queue, account):
+        workstream = push(queue)
+        agent = agent_make(queue, capacity=5)
+        now = timezone.now()
+        ahead = item_make(queue, workstream, account=account, queued_at=now - datetime.timedelta(minutes=2))
+        arrived = item_make(queue, workstream, account=account, queued_at=now - datetime.timedelta(minutes=1))
+        behind = item_make(queue, workstream, account=account, queued_at=now)
+
+        assert queue_assign(queue_id=queue.pk, until=arrived.pk) == 2
+
+        assert pending_offers() == [(ahead.pk, agent.pk), (arrived.pk, agent.pk)]
+        assert behind.pk in {c.pk for c in distribution.queue_items_waiting(queue_id=queue.pk)}
+
+    def test_a_run_for_an_item_nobody_can_take_stops_at_it(self, queue, account):
+        workstream = push(queue, skill_matching=SkillMatching.EXACT)
+        agent_make(queue)
+        french = item_make(
+            queue, workstream, account=account, priority=1, attributes={"skills": {"french": 3}}
+        )
+        item_make(queue, workstream, account=account, priority=5)
+
+        assert queue_assign(queue_id=queue.pk, until=french.pk) == 0
+        assert pending_offers() == []
+
+    def test_a_run_for_an_item_given_out_meanwhile_gives_out_the_whole_queue(self, queue, account):
+        workstream = push(queue)
+        agent = agent_make(queue)
+        offered = item_make(queue, workstream, account=account)
+        queue_assign(queue_id=queue.pk)
+        first = item_make(queue, workstream, account=account)
+        second = item_make(queue, workstream, account=account)
+
+        assert queue_assign(queue_id=queue.pk, until=offered.pk) == 2
+        assert [c for c, _ in pending_offers(agent=agent)] == [offered.pk, first.pk, second.pk]
+
     def test_an_item_nobody_can_take_does_not_hold_up_the_next(self, queue, account):
         workstream = push(queue, skill_matching=SkillMatching.EXACT)
         agent = agent_make(queue)
@@ -709,7 +744,8 @@ class TestAssignmentTriggers:
         with django_capture_on_commit_callbacks(execute=True):
             conversation_transfer(conversation=item, actor=agent, queue=queue)
 
-        assert ("queue_assign", (queue.pk,)) in queued_tasks
+        # Up to that item: a run for this arrival stops once it is given out.
+        assert ("queue_assign", (queue.pk, item.pk)) in queued_tasks
 
     def test_a_new_member_queues_assignment_for_the_queue(
         self, queue, queued_tasks, django_capture_on_commit_callbacks

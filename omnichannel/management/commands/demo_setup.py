@@ -48,3 +48,8 @@ class Command(BaseCommand):
             f"Demo routing: workstream {routing_demo.workstream.name} (push), queues {queues}; "
             'a first message containing "invoice" goes to Billing, any other to General'
         )
+        self.stdout.write(
+            "Try it: sign in as agent1 and accept the demo customer's conversation on the inbox "
+            "(each offer lasts two minutes; sign in soon); the LINE stand-in's page is the "
+            "customer's phone."
+        )
