@@ -50,9 +50,10 @@ def test_the_dashboard_shows_queues_agents_quotas_and_conversations_and_follows_
     vip = queue_make("VIP", priority=0)
     workstream = workstream_make("Shop", fallback=support)
     instance_make(workstream, account=line_shop.account)
-    # Nobody here takes pushed work (Busy, Offline): a worker still running from another test, which
-    # would give the queued items out, changes no number this test reads.
-    mei = named(agent_make(support, billing, presence=Presence.BUSY, capacity=4), "Mei", "Sato")
+    # Mei takes no pushed work (Busy - do not disturb is not among the workstream's presences): a
+    # worker still running from another test, which would give the queued items out, changes no
+    # number this test reads of her.
+    mei = named(agent_make(support, billing, presence=Presence.BUSY_DND, capacity=4), "Mei", "Sato")
     kenji = named(agent_make(support, presence=Presence.BUSY, capacity=3), "Kenji", "Ito")
     named(agent_make(billing, presence=Presence.OFFLINE, capacity=5), "Aya", "Mori")
     names = iter(["Aiko Tanaka", "Somchai P.", "Lena Vogel", "Hiro Abe", "Nok K.", "Ploy S.", "Yuki N."])
