@@ -169,15 +169,20 @@ class Connection:
         method, path, body, headers, event_id = make_request()
         start = time.perf_counter() if started is None else started
         wall = time.time()
-        try:
-            self.conn.request(method, path, body=body, headers=headers)
-            response = self.conn.getresponse()
-            response.read()
-            status = response.status
-        except (OSError, http.client.HTTPException):
-            self.conn.close()
-            self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
-            status = 0
+        status = 0
+        # A kept-alive connection the server closed while idle (gunicorn's keep-alive is 2 s: at low
+        # rates each thread waits longer than that) fails at once: send again on a fresh one, as any
+        # HTTP client does (LINE too). A second failure counts (status 0).
+        for _ in range(2):
+            try:
+                self.conn.request(method, path, body=body, headers=headers)
+                response = self.conn.getresponse()
+                response.read()
+                status = response.status
+                break
+            except (OSError, http.client.HTTPException):
+                self.conn.close()
+                self.conn = http.client.HTTPConnection(self.host, self.port, timeout=10)
         sample.add(time.perf_counter() - start, status, event_id, wall)
 
 

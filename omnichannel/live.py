@@ -119,6 +119,16 @@ class Audience:
     conversation_ids: frozenset[int] = frozenset()
     queue_ids: frozenset[int] = frozenset()
 
+    def index_keys(self) -> list[tuple]:
+        """What the hub files this audience under (Hub._index): a notice reaches the listeners filed
+        under one of its own keys (notice_keys)."""
+        return [
+            ("agent", self.agent_id),
+            *(("conversation", pk) for pk in self.conversation_ids),
+            *(("queue", pk) for pk in self.queue_ids),
+            *([("supervisors",)] if self.supervisor else []),
+        ]
+
     def wants(self, notice: dict) -> bool:
         return (
             notice["agent_id"] == self.agent_id
@@ -144,12 +154,27 @@ class Listener:
 NOTICE_FIELDS = ("id", "kind", "agent_id", "conversation_id", "queue_id", "supervisors", "data")
 
 
+def notice_keys(notice: dict) -> list[tuple]:
+    """The audience keys a notice names (Audience.index_keys)."""
+    keys: list[tuple] = []
+    if notice["agent_id"] is not None:
+        keys.append(("agent", notice["agent_id"]))
+    if notice["conversation_id"] is not None:
+        keys.append(("conversation", notice["conversation_id"]))
+    if notice["queue_id"] is not None:
+        keys.append(("queue", notice["queue_id"]))
+    if notice["supervisors"]:
+        keys.append(("supervisors",))
+    return keys
+
+
 class Hub:
     """One per web process: reads new notices in ID order and hands them to this process's listeners."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._listeners: set[Listener] = set()
+        # Listeners by audience key: a notice is matched against those it names, not every page.
+        self._index: dict[tuple, set[Listener]] = {}
         self._thread: threading.Thread | None = None
         self.floor = 0
         self._seen: set[int] = set()
@@ -163,12 +188,22 @@ class Hub:
 
     def add(self, listener: Listener) -> None:
         self._ensure_started()
+        self.file(listener)
+
+    def file(self, listener: Listener) -> None:
+        """Hand this listener the notices of its audience from the next read on."""
         with self._lock:
-            self._listeners.add(listener)
+            for key in listener.audience.index_keys():
+                self._index.setdefault(key, set()).add(listener)
 
     def remove(self, listener: Listener) -> None:
         with self._lock:
-            self._listeners.discard(listener)
+            for key in listener.audience.index_keys():
+                filed = self._index.get(key)
+                if filed is not None:
+                    filed.discard(listener)
+                    if not filed:
+                        del self._index[key]
 
     def _ensure_started(self) -> None:
         with self._lock:
@@ -212,13 +247,11 @@ class Hub:
         fresh = [row for row in rows if row["id"] not in self._seen]
         self._seen.update(row["id"] for row in fresh)
         floor = self._floor_advance(time.monotonic())
-        if fresh:
+        for row in fresh:
             with self._lock:
-                listeners = list(self._listeners)
-            for row in fresh:
-                for listener in listeners:
-                    if listener.audience.wants(row):
-                        listener.offer((floor, row))
+                listeners = set().union(*(self._index.get(key, ()) for key in notice_keys(row)))
+            for listener in listeners:
+                listener.offer((floor, row))
         # Moved only once the notices below it are handed out: a stream that reads it (its
         # keep-alive) has nothing below it still to come.
         self.floor = floor
@@ -287,14 +320,20 @@ def _stream(audience: Audience, after: int | None) -> Iterator[str]:
         ends = time.monotonic() + STREAM_MAX_SECONDS
         while time.monotonic() < ends and not listener.overflowed:
             try:
-                floor, row = listener.items.get(timeout=KEEPALIVE_SECONDS)
+                batch = [listener.items.get(timeout=KEEPALIVE_SECONDS)]
             except queue.Empty:
                 # An ID without data: the browser keeps it as its last ID and fires nothing (a page
                 # that hears little does not fall behind the notices kept for a replay).
                 yield f"id: {hub.floor}\n\n"
                 continue
+            # What else the hub handed over meanwhile goes in the same write.
+            while len(batch) < LISTENER_BACKLOG:
+                try:
+                    batch.append(listener.items.get_nowait())
+                except queue.Empty:
+                    break
             # Not above the notice's own ID: a reconnection replays any notice after it.
-            yield _sse(row["kind"], _payload(row), min(floor, row["id"]))
+            yield "".join(_sse(row["kind"], _payload(row), min(floor, row["id"])) for floor, row in batch)
         if listener.overflowed:
             yield _sse("reset", {}, None)
     finally:

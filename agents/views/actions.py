@@ -322,7 +322,7 @@ def _agent_rows(users: Any) -> list[dict[str, Any]]:
             {
                 "pk": user.pk,
                 "name": consults.user_name(user),
-                "presence": profile.get_presence_display() if profile else "",
+                "presence": _(profile.get_presence_display()) if profile else "",
                 "used": profile.capacity_used if profile else 0,
                 "capacity": profile.capacity if profile else 0,
                 "has_profile": profile is not None,

@@ -264,7 +264,7 @@ def offer_reject(request: HttpRequest, pk: int) -> HttpResponse:
         return _offer_refused(
             request,
             _("This offer is not pending any more: it was %(state)s.")
-            % {"state": offer.get_state_display().lower()},
+            % {"state": _(offer.get_state_display()).lower()},
         )
     if not _is_htmx(request):
         return _go(request, reverse("inbox:home"))

@@ -69,7 +69,8 @@ def test_the_hub_hands_notices_to_matching_listeners_and_waits_for_a_missing_id_
     other = live.Listener(
         audience=live.Audience(agent_id=0, conversation_ids=frozenset({conversation.pk + 1}))
     )
-    hub._listeners.update({mine, other})
+    hub.file(mine)
+    hub.file(other)
     # An ID taken by a transaction still running (or rolled back): the next one is seen first.
     later = LiveNotice.objects.create(id=first.pk + 2, kind=live.MESSAGE, conversation_id=conversation.pk)
 
