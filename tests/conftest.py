@@ -49,6 +49,36 @@ class WorkerProcess:
 _worker_logs: list[Path] = []
 
 
+def pytest_configure(config):
+    _flush_retried_on_deadlock()
+
+
+def _flush_retried_on_deadlock() -> None:
+    """Once the session's Celery worker runs (celery_worker), it also takes the tasks that later
+    tests queue (a routing task, say) and may hold a lock while such a test's teardown empties the
+    tables (flush: TRUNCATE on PostgreSQL). PostgreSQL then ends one of the two as deadlocked; when
+    it is the flush, it is tried again, with the worker's transaction finished."""
+    from django.core.management.base import CommandError
+    from django.core.management.commands import flush
+
+    handle = flush.Command.handle
+    if getattr(handle, "retries_deadlocks", False):
+        return
+
+    def handle_retried(self, **options):
+        for attempt in range(3):
+            try:
+                return handle(self, **options)
+            except CommandError as error:
+                if attempt == 2 or "deadlock detected" not in str(error.__cause__):
+                    raise
+                time.sleep(0.5)
+        return None
+
+    handle_retried.retries_deadlocks = True
+    flush.Command.handle = handle_retried
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """When a run fails, show the end of the test worker's log: a stalled worker explains itself there."""
     if exitstatus and _worker_logs and _worker_logs[-1].exists():
