@@ -49,16 +49,6 @@ def png(width: int, height: int) -> bytes:
     )
 
 
-@pytest.fixture(autouse=True)
-def live_hub(monkeypatch):
-    """A hub of this test's own, stopped at its end (the process-wide one would go on reading the
-    database after the test)."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
-
-
 @pytest.fixture
 def conversation_worked():
     agent = AgentFactory(first_name="Mei", last_name="Sato")

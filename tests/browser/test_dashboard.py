@@ -13,7 +13,7 @@ from playwright.sync_api import expect
 from agents.models import Presence
 from agents.services import agent_presence_set
 from channels_line.client import line_client
-from omnichannel import lifecycle, live
+from omnichannel import lifecycle
 from omnichannel.models import Conversation
 from tests.factories import LineMessagingAccountFactory, SupervisorFactory
 from tests.routing.conftest import instance_make, queue_make, workstream_make
@@ -24,15 +24,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # A notice goes from the database to the page through the hub and the stream, then htmx fetches the
 # fragment (after a short delay that gathers bursts): well under this.
 ARRIVAL_MS = 5_000
-
-
-@pytest.fixture(autouse=True)
-def live_hub(monkeypatch):
-    """A hub of this test's own, stopped at its end."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
 
 
 def named(user, first: str, last: str):

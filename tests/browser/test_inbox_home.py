@@ -12,7 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from agents.models import AgentProfile, Presence
-from omnichannel import lifecycle, live
+from omnichannel import lifecycle
 from omnichannel.models import ConversationState
 from routing.distribution import PICK_LOST
 from routing.models import DistributionMode
@@ -25,15 +25,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # An offer's notice goes from the database to the page through the hub (4 reads a second) and the
 # page's stream, then htmx fetches the fragment: well under this.
 ARRIVAL_MS = 5_000
-
-
-@pytest.fixture(autouse=True)
-def live_hub(monkeypatch):
-    """A hub of this test's own, stopped at its end."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
 
 
 def test_an_offer_arrives_live_on_the_open_inbox_and_is_accepted(page, login_as, screenshot):

@@ -12,7 +12,7 @@ from django.conf import settings
 from playwright.sync_api import expect
 
 from agents.models import AgentProfile, Presence
-from omnichannel import lifecycle, live
+from omnichannel import lifecycle
 from omnichannel.models import ConversationState, MessageKind
 from tests.factories import ContactFactory, ConversationFactory, MessageFactory, SupervisorFactory
 from tests.omnichannel.test_translations import po_read
@@ -24,15 +24,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 # 01:05 UTC is 10:05 in Tokyo; Japanese dates read year/month/day.
 SENT_AT = datetime.datetime(2026, 3, 2, 1, 5, tzinfo=datetime.UTC)
 SENT_AT_IN_TOKYO = "2026/03/02 10:05"
-
-
-@pytest.fixture(autouse=True)
-def live_hub(monkeypatch):
-    """A hub of this test's own, stopped at its end."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,9 @@ import re
 import pytest
 from playwright.sync_api import expect
 
-from omnichannel import live
 from tests.factories import TEST_PASSWORD, AgentFactory
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture(autouse=True)
-def live_hub(monkeypatch):
-    """Signing in lands on the inbox, which listens for live changes: a hub of this test's own,
-    stopped at its end."""
-    hub = live.Hub()
-    monkeypatch.setattr(live, "hub", hub)
-    yield hub
-    hub.stop()
 
 
 # static/omnichannel.css: the brand colour of the top bar's "Omnichannel" link.
