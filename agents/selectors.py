@@ -8,7 +8,7 @@ import datetime
 from dataclasses import dataclass
 
 from django.contrib.auth.models import AbstractBaseUser
-from django.db.models import Count, F, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, Exists, F, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from omnichannel.models import (
@@ -20,7 +20,7 @@ from omnichannel.models import (
     MessageKind,
 )
 from omnichannel.selectors import conversations_visible, offers_pending
-from routing.models import DistributionMode, Offer
+from routing.models import DistributionMode, Offer, OfferState
 
 from .models import AGENT_CAPACITY_DEFAULT, AgentProfile, Presence
 
@@ -161,6 +161,17 @@ def offers_for_notification(*, agent: AbstractBaseUser) -> list[Offer]:
             first_text=_first_inbound("text", "conversation_id"),
             first_kind=_first_inbound("kind", "conversation_id"),
         )
+    )
+
+
+def away_after_missed_offer(*, agent: AbstractBaseUser) -> bool:
+    """Whether the agent is Away because an offer to them expired (lifecycle sets it when the workstream
+    says so) and has not changed their presence since. One query."""
+    missed = Offer.objects.filter(
+        agent_id=agent.pk, state=OfferState.EXPIRED, answered_at__gte=OuterRef("presence_changed_at")
+    )
+    return (
+        AgentProfile.objects.filter(user_id=agent.pk, presence=Presence.AWAY).filter(Exists(missed)).exists()
     )
 
 

@@ -3,9 +3,10 @@
 The consulted agent (the consultant) sees the conversation read-only while the consult runs: the
 access policy (`omnichannel.selectors.conversations_visible`) shows it to them, and
 `conversation_worked_by` stays false, so they cannot write to the customer nor change its state.
-The requester, the consultant, or a supervisor ends it; closing or transferring the conversation
-from the inbox ends its consults too (`consults_end_all`), and a Closed conversation is never
-visible through a consult, however it was closed.
+The requester, the consultant, or a supervisor ends it; once nobody works the conversation any
+more (closed, transferred, back in a queue: however it happens, pages, API, admin or sweeps) the
+lifecycle ends its consults too (`consults_end_all`), and a Closed conversation is never visible
+through a consult.
 
 Every change writes a live notice (omnichannel.live) in its transaction, to the consultant's pages
 (their inbox lists it) and to the pages showing the conversation (their toolbar shows it).

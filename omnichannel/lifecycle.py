@@ -35,7 +35,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from agents.models import AgentProfile
+from agents.models import AgentProfile, Presence
 from routing.models import OFFER_DECLINES_MAX, Offer, OfferState, Queue, WrapUpCapacity
 
 from . import events
@@ -279,6 +279,11 @@ def conversation_transition(
             data={"action": action, "queue": values.get("queue_id", current["queue_id"])},
             created_at=now,
         )
+        # 4. Its running consults, once nobody works it any more (Open in a queue, or Closed).
+        if transition.target in (OPEN, CLOSED):
+            from .consults import consults_end_all  # consults raises this module's LifecycleConflict
+
+            consults_end_all(conversation=conversation, actor=actor)
         for name, value in values.items():
             setattr(conversation, name, value)
         queue_id = values.get("queue_id", current["queue_id"])
@@ -419,14 +424,17 @@ def offer_accept(*, offer_id: int, agent: AbstractBaseUser) -> Conversation:
 def offer_decline(*, offer_id: int, state: str, agent: AbstractBaseUser | None = None) -> bool:
     """Close a pending offer as REJECTED (by its agent: pass `agent`) or EXPIRED (the sweep); its units
     are released and the conversation is queued again (announced: assignment offers it to the next
-    agent). False when the offer was not pending any more (answered meanwhile: nothing to do)."""
+    agent). An expiry also sets the agent Away when the workstream says so (`away_after_missed_offer`):
+    whoever lets an offer run out is likely not at their desk, and would otherwise keep receiving, and
+    missing, every item of the queue. False when the offer was not pending any more (answered
+    meanwhile: nothing to do)."""
     assert state in (OfferState.REJECTED, OfferState.EXPIRED)
     now = timezone.now()
     with transaction.atomic():
         offers = Offer.objects.filter(pk=offer_id, state=OfferState.PENDING)
         if agent is not None:
             offers = offers.filter(agent_id=agent.pk)
-        offer = offers.select_related("conversation").first()
+        offer = offers.select_related("conversation__workstream").first()
         if offer is None:
             return False
         # 1. The conversation first (the lock order): the activity row written below locks it too (its
@@ -435,6 +443,9 @@ def offer_decline(*, offer_id: int, state: str, agent: AbstractBaseUser | None =
         if not offers.update(state=state, answered_at=now):
             return False
         capacity_release(agent_id=offer.agent_id, units=offer.capacity_units)
+        workstream = offer.conversation.workstream
+        if state == OfferState.EXPIRED and workstream is not None and workstream.away_after_missed_offer:
+            _agent_away_after_missed_offer(agent_id=offer.agent_id, workstream=workstream, now=now)
         _offer_answered(offer=offer, state=state, now=now)
         if offer.conversation.state == OPEN and offer.conversation.queue_id is not None:
             events.emit(
@@ -443,6 +454,23 @@ def offer_decline(*, offer_id: int, state: str, agent: AbstractBaseUser | None =
                 queue_id=offer.conversation.queue_id,
             )
     return True
+
+
+def _agent_away_after_missed_offer(*, agent_id: int, workstream: Any, now: datetime.datetime) -> None:
+    """Set the agent Away if their presence is one that receives the workstream's pushed work (a
+    conditional UPDATE: an agent who chose Busy - do not disturb or Offline meanwhile keeps it)."""
+    if (
+        AgentProfile.objects.filter(user_id=agent_id, presence__in=list(workstream.allowed_presences))
+        .exclude(presence=Presence.AWAY)
+        .update(presence=Presence.AWAY, presence_changed_at=now, updated_at=now)
+    ):
+        events.emit(
+            events.AGENT_PRESENCE_CHANGED,
+            agent_id=agent_id,
+            presence=Presence.AWAY,
+            actor_id=None,
+            reason="offer_expired",
+        )
 
 
 def offers_expire(*, now: datetime.datetime | None = None) -> int:

@@ -188,6 +188,7 @@ class WorkstreamAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
                     "allowed_presences",
                     "assignment_method",
                     "offer_timeout_seconds",
+                    "away_after_missed_offer",
                     "auto_accept",
                     "keep_same_agent",
                     "skill_matching",

@@ -294,6 +294,12 @@ class Workstream(models.Model):
         max_length=20, choices=AssignmentMethod.choices, default=AssignmentMethod.HIGHEST_CAPACITY
     )
     offer_timeout_seconds = models.PositiveIntegerField(default=120)
+    away_after_missed_offer = models.BooleanField(
+        default=True,
+        verbose_name="Set the agent Away when an offer expires",
+        help_text="An agent who lets an offer run out is likely away from their desk: their presence "
+        "becomes Away (no more pushed work) until they make themselves available again.",
+    )
     auto_accept = models.BooleanField(default=False)
     keep_same_agent = models.BooleanField(
         default=False, verbose_name="Keep the same agent for the entire conversation"

@@ -184,6 +184,7 @@ class WorkstreamSerializer(serializers.ModelSerializer):
             "wrap_up_capacity_minutes",
             "assignment_method",
             "offer_timeout_seconds",
+            "away_after_missed_offer",
             "auto_accept",
             "keep_same_agent",
             "skill_matching",

@@ -18,7 +18,6 @@ from typing import Any
 from django import forms
 from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
@@ -166,12 +165,9 @@ def _transition(request: HttpRequest, pk: int, action: str, form: forms.Form | N
             return _refused(request, conversation, _form_error(form), 400)
         note = form.cleaned_data["notes"]
     try:
-        with transaction.atomic():
-            lifecycle.conversation_transition(
-                conversation=conversation, action=action, actor=request.user, note=note
-            )
-            if action == lifecycle.CLOSE:
-                consults.consults_end_all(conversation=conversation, actor=request.user)
+        lifecycle.conversation_transition(
+            conversation=conversation, action=action, actor=request.user, note=note
+        )
     except lifecycle.LifecycleError as refusal:
         return _refused(request, conversation, refusal.message, 409)
     return _done(request, conversation)
@@ -190,7 +186,7 @@ def conversation_end(request: HttpRequest, pk: int) -> HttpResponse:
 @require_POST
 @inbox_page
 def conversation_close(request: HttpRequest, pk: int) -> HttpResponse:
-    """Close a conversation (its agent or a supervisor); its running consults end."""
+    """Close a conversation (its agent or a supervisor); its running consults end (the lifecycle)."""
     return _transition(request, pk, lifecycle.CLOSE)
 
 
@@ -212,7 +208,7 @@ def conversation_resume(request: HttpRequest, pk: int) -> HttpResponse:
 @inbox_page
 def conversation_transfer(request: HttpRequest, pk: int) -> HttpResponse:
     """Transfer a conversation to a queue, an agent or both, with a note (its agent or a supervisor);
-    its running consults end."""
+    its running consults end (the lifecycle)."""
     conversation = _conversation(request, pk)
     if refusal := _allowed_or_refused(request, conversation, lifecycle.TRANSFER):
         return refusal
@@ -220,15 +216,13 @@ def conversation_transfer(request: HttpRequest, pk: int) -> HttpResponse:
     if not form.is_valid():
         return _refused(request, conversation, _form_error(form), 400)
     try:
-        with transaction.atomic():
-            distribution.conversation_transfer(
-                conversation=conversation,
-                actor=request.user,
-                queue=form.cleaned_data["queue"],
-                agent=form.cleaned_data["agent"],
-                note=form.cleaned_data["note"],
-            )
-            consults.consults_end_all(conversation=conversation, actor=request.user)
+        distribution.conversation_transfer(
+            conversation=conversation,
+            actor=request.user,
+            queue=form.cleaned_data["queue"],
+            agent=form.cleaned_data["agent"],
+            note=form.cleaned_data["note"],
+        )
     except lifecycle.LifecycleError as refusal:
         return _refused(request, conversation, refusal.message, 409)
     except ValidationError as invalid:

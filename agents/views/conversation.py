@@ -65,6 +65,7 @@ OFFER_ANSWERS = {
 }
 # How a message's file is shown: images, players, or a download link (files, documents).
 SHOWN_AS = {MessageKind.IMAGE: "image", MessageKind.VIDEO: "video", MessageKind.AUDIO: "audio"}
+FILE_KINDS = {*SHOWN_AS, MessageKind.FILE, MessageKind.DOCUMENT}
 FRAGMENT_HEADER = "X-Inbox-Fragment"
 IMAGE_TYPES = {"image/jpeg", "image/png"}
 VIDEO_TYPES = {"video/mp4"}
@@ -172,6 +173,14 @@ def _message_present(message: Message) -> Message:
     if message.is_flagged:
         message.raw_json = json.dumps(message.raw, ensure_ascii=False, indent=2)[:20_000]
     message.is_system = message.direction == Direction.OUTBOUND and message.author_id is None
+    # Shown as a line of the timeline rather than a bubble: LINE events, and an unknown customer
+    # message without a file.
+    message.as_event = message.kind == MessageKind.EVENT or (
+        message.kind == MessageKind.UNKNOWN
+        and message.direction == Direction.INBOUND
+        and not message.attachments.all()
+    )
+    message.is_file_kind = message.kind in FILE_KINDS
     return message
 
 

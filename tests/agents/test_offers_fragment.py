@@ -107,6 +107,42 @@ class TestTheNotification:
         assert response.status_code == 200
         assert response.content == b""  # the aside's :empty hides it
 
+    def test_an_agent_set_away_by_a_missed_offer_is_told_and_can_become_available_again(
+        self, client, queue, workstream
+    ):
+        agent = agent_make(queue)
+        missed = offer_to(agent, queue, workstream)
+        lifecycle.offers_expire(now=missed.expires_at)
+        signed_in(client, agent)
+
+        html = client.get(OFFERS, **HTMX).content.decode()
+        assert "your status is now Away" in html
+        assert 'name="presence" value="available"' in html
+
+        response = client.post("/inbox/presence/", {"presence": "available"}, HTTP_HX_TARGET="offers", **HTMX)
+        assert response.status_code == 200
+        assert AgentProfile.objects.get(user=agent).presence == "available"
+        assert "your status is now Away" not in response.content.decode()
+
+    def test_without_javascript_becoming_available_returns_to_the_page_it_was_asked_from(
+        self, client, queue, workstream
+    ):
+        agent = agent_make(queue)
+        lifecycle.offers_expire(now=offer_to(agent, queue, workstream).expires_at)
+        signed_in(client, agent)
+
+        back = client.post("/inbox/presence/", {"presence": "available", "next": "/inbox/prefs/?x=1"})
+        away = client.post("/inbox/presence/", {"presence": "away", "next": "https://evil.example/"})
+
+        assert (back.status_code, back["Location"]) == (303, "/inbox/prefs/?x=1")
+        assert (away.status_code, away["Location"]) == (303, "/inbox/")
+
+    def test_an_agent_who_chose_away_is_not_told_about_missed_offers(self, client, queue, workstream):
+        agent = agent_make(queue)
+        AgentProfile.objects.filter(user=agent).update(presence="away")
+
+        assert signed_in(client, agent).get(OFFERS, **HTMX).content == b""
+
     def test_an_agent_sees_only_their_own_offers(self, client, queue, workstream):
         mine, colleague = agent_make(queue), agent_make(queue)
         my_offer = offer_to(mine, queue, workstream)

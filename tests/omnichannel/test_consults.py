@@ -77,15 +77,40 @@ def test_the_consultant_cannot_write_to_the_customer_through_the_api(worked):
     assert conversation.state == "active"
 
 
-def test_a_closed_conversation_is_not_visible_through_a_consult_that_still_runs(worked):
+def test_closing_the_conversation_however_it_happens_ends_its_consults(worked):
     agent, colleague, conversation = worked
     consults.consult_start(conversation=conversation, consultant=colleague, requested_by=agent)
 
-    # Closed elsewhere (the REST API, the admin): the consult row still runs, the access does not.
+    # Closed outside the inbox pages (here the lifecycle itself, as the admin and the sweeps do).
     lifecycle.conversation_transition(conversation=conversation, action=lifecycle.CLOSE, actor=agent)
 
     assert not sees(colleague, conversation)
     assert sees(agent, conversation)
+    assert list(consults.consults_running(conversation=conversation)) == []
+
+
+def test_a_transfer_through_the_api_ends_the_conversation_s_consults(worked):
+    agent, colleague, conversation = worked
+    consults.consult_start(conversation=conversation, consultant=colleague, requested_by=agent)
+    client = APIClient()
+    client.force_authenticate(agent)
+
+    response = client.post(
+        f"/api/v1/conversations/{conversation.pk}/transfer/", {"queue": conversation.queue_id}, format="json"
+    )
+
+    assert response.status_code == 200, response.content
+    assert list(consults.consults_running(conversation=conversation)) == []
+    assert not sees(colleague, conversation)
+
+
+def test_putting_the_conversation_aside_keeps_its_consults(worked):
+    agent, colleague, conversation = worked
+    consults.consult_start(conversation=conversation, consultant=colleague, requested_by=agent)
+
+    lifecycle.conversation_transition(conversation=conversation, action=lifecycle.WAIT, actor=agent)
+
+    assert [c.consultant for c in consults.consults_running(conversation=conversation)] == [colleague]
 
 
 def test_consults_end_all_ends_every_running_consult_of_the_conversation(worked):

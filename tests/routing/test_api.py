@@ -391,6 +391,7 @@ class TestWorkstreams:
             "wrap_up_capacity_minutes": 5,
             "assignment_method": "round_robin",
             "offer_timeout_seconds": 60,
+            "away_after_missed_offer": False,
             "auto_accept": True,
             "keep_same_agent": True,
             "skill_matching": "closest",

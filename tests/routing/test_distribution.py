@@ -279,6 +279,50 @@ class TestEligibility:
         assert used(first) == 0
         assert pending_offers() == [(item.pk, second.pk)]
 
+    def test_an_agent_who_lets_an_offer_expire_is_set_away_and_offered_nothing_more(self, queue, account):
+        workstream = push(queue, offer_timeout_seconds=30)
+        first = agent_make(queue, capacity=5)
+        item = item_make(queue, workstream, account=account)
+        later = item_make(queue, workstream, account=account)
+        queue_assign(queue_id=queue.pk)
+        assert sorted(pending_offers()) == [(item.pk, first.pk), (later.pk, first.pk)]
+
+        assert lifecycle.offers_expire(now=timezone.now() + datetime.timedelta(seconds=31)) == 2
+        queue_assign(queue_id=queue.pk)
+
+        profile = AgentProfile.objects.get(user=first)
+        assert profile.presence == Presence.AWAY
+        assert pending_offers() == []
+        agent_presence_set(user=first, presence=Presence.AVAILABLE)
+        queue_assign(queue_id=queue.pk)
+        assert sorted(pending_offers()) == [(item.pk, first.pk), (later.pk, first.pk)]
+
+    def test_the_workstream_can_keep_an_agent_s_presence_when_an_offer_expires(self, queue, account):
+        workstream = push(queue, offer_timeout_seconds=30, away_after_missed_offer=False)
+        first = agent_make(queue, capacity=5)
+        item_make(queue, workstream, account=account)
+        queue_assign(queue_id=queue.pk)
+
+        lifecycle.offers_expire(now=timezone.now() + datetime.timedelta(seconds=31))
+
+        assert AgentProfile.objects.get(user=first).presence == Presence.AVAILABLE
+
+    def test_a_rejected_offer_or_a_presence_without_pushed_work_is_left_as_it_is(self, queue, account):
+        workstream = push(queue, offer_timeout_seconds=30)
+        agent = agent_make(queue, capacity=5)
+        item_make(queue, workstream, account=account)
+        queue_assign(queue_id=queue.pk)
+        offer = Offer.objects.get(agent=agent, state=OfferState.PENDING)
+        lifecycle.offer_decline(offer_id=offer.pk, state=OfferState.REJECTED, agent=agent)
+        assert AgentProfile.objects.get(user=agent).presence == Presence.AVAILABLE
+
+        queue_assign(queue_id=queue.pk)
+        agent_presence_set(user=agent, presence=Presence.BUSY_DND)
+        lifecycle.offers_expire(now=timezone.now() + datetime.timedelta(seconds=31))
+
+        assert Offer.objects.filter(agent=agent, state=OfferState.EXPIRED).count() == 1
+        assert AgentProfile.objects.get(user=agent).presence == Presence.BUSY_DND
+
 
 class TestSkills:
     def test_exact_matching_offers_only_to_agents_with_every_skill_at_its_level(self, queue, account):

@@ -50,6 +50,6 @@ class Command(BaseCommand):
         )
         self.stdout.write(
             "Try it: sign in as agent1 and accept the demo customer's conversation on the inbox "
-            "(each offer lasts two minutes; sign in soon); the LINE stand-in's page is the "
-            "customer's phone."
+            "(each offer lasts two minutes; an agent who lets one run out is set Away: press "
+            "Become available and it is offered again); the LINE stand-in's page is the customer's phone."
         )
