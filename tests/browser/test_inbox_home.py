@@ -156,3 +156,34 @@ def test_my_conversations_with_unread_counts_and_preferences_effective_at_once(p
     profile = AgentProfile.objects.get(user=agent)
     assert (profile.language, profile.time_zone) == ("ja", "Asia/Tokyo")
     screenshot(page, "inbox-preferences")
+
+
+def test_an_agent_whose_offer_runs_out_is_set_away_and_told_live_then_becomes_available(
+    page, login_as, screenshot
+):
+    queue = queue_make("Support")
+    workstream = workstream_make("Support ws", fallback=queue)
+    agent = agent_make(queue, presence=Presence.AVAILABLE, capacity=4)
+    offer = lifecycle.offer_make(
+        conversation=item_make(queue, workstream), agent=agent, queue=queue, timeout_seconds=60
+    )
+    login_as(agent)
+    page.goto("/inbox/")
+    expect(page.locator("body[data-live-ready='1']")).to_have_count(1)
+    expect(page.locator(f"#offers .offer-card[data-offer='{offer.pk}']")).to_be_visible()
+
+    lifecycle.offers_expire(now=offer.expires_at)  # what the sweep does once the minute is over
+
+    missed = page.locator("#offers .offer-missed")
+    expect(missed).to_be_visible(timeout=ARRIVAL_MS)
+    expect(page.locator(f"#offers .offer-card[data-offer='{offer.pk}']")).to_have_count(0)
+    expect(page.locator("#home-presence [aria-pressed='true']")).to_have_attribute("value", Presence.AWAY)
+    screenshot(page, "inbox-home-missed-offer")
+
+    missed.get_by_role("button", name="Become available").click()
+
+    expect(missed).to_have_count(0)
+    expect(page.locator("#home-presence [aria-pressed='true']")).to_have_attribute(
+        "value", Presence.AVAILABLE, timeout=ARRIVAL_MS
+    )
+    assert AgentProfile.objects.get(user=agent).presence == Presence.AVAILABLE
