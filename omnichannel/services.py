@@ -316,6 +316,41 @@ def _delivery_schedule_on_commit(message: Message) -> None:
     transaction.on_commit(lambda: adapter.message_delivery_schedule(message=message), robust=True)
 
 
+def message_delivery_in_turn(*, message: Message) -> bool:
+    """Whether the conversation's earlier outbound messages have all left (delivered or failed): a
+    conversation's messages reach the customer in the order they were written (an agent's text and
+    the file sent with it, two quick answers), whichever worker takes them. A message that is not in
+    turn waits, pending: the delivery of the one before it queues it when it ends."""
+    return not Message.objects.filter(
+        conversation_id=message.conversation_id,
+        direction=Direction.OUTBOUND,
+        delivery_state__in=(DeliveryState.PENDING, DeliveryState.SENDING),
+        pk__lt=message.pk,
+    ).exists()
+
+
+def message_next_delivery_schedule(*, conversation_id: int) -> None:
+    """A delivery of the conversation ended (delivered or failed): queue, once the transaction commits,
+    its next outbound message that waits its turn. One that waits for a retry's backoff is left to its
+    own retry; a lost enqueue is the sweep's (message_deliveries_sweep)."""
+    waiting = (
+        Message.objects.select_related("conversation__messaging_account")
+        .filter(
+            conversation_id=conversation_id,
+            direction=Direction.OUTBOUND,
+            delivery_state=DeliveryState.PENDING,
+        )
+        .order_by("pk")
+        .first()
+    )
+    if (
+        waiting is not None
+        and waiting.delivery_due_at is not None
+        and waiting.delivery_due_at <= timezone.now()
+    ):
+        _delivery_schedule_on_commit(waiting)
+
+
 def _retryable(*, now: datetime.datetime) -> Q:
     """Outbound messages an agent may send again: failed, or stuck (a pending one overdue, a sending
     one whose attempt has outlived DELIVERY_SENDING_TIMEOUT_SECONDS)."""

@@ -15,6 +15,7 @@ from django.contrib import messages as flash
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied, ValidationError
 from django.core.files.uploadedfile import UploadedFile
+from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import path
@@ -305,8 +306,9 @@ def _error_text(error: ValidationError) -> str:
 @require_POST
 @inbox_page
 def send(request: HttpRequest, pk: int) -> HttpResponse:
-    """Send the composer's text and file (each its own message, the text first) as the agent
-    working the conversation. The new messages as timeline items (fetch), or back to the page."""
+    """Send the composer's text and file (each its own message, the text first, delivered in that
+    order) as the agent working the conversation: both or neither (a refused file does not leave the
+    text sent alone). The new messages as timeline items (fetch), or back to the page."""
     conversation = _conversation_or_404(request, pk)
     if refused := _reply_refusal(request, conversation):
         return refused
@@ -316,14 +318,15 @@ def send(request: HttpRequest, pk: int) -> HttpResponse:
     try:
         if not text.strip() and file is None:
             raise ValidationError(_("Write a message or choose a file."))
-        if text.strip():
-            sent.append(services.message_send(conversation=conversation, author=request.user, text=text))
-        if file is not None:
-            sent.append(
-                services.message_send(
-                    conversation=conversation, author=request.user, kind=_upload_kind(file), file=file
+        with transaction.atomic():
+            if text.strip():
+                sent.append(services.message_send(conversation=conversation, author=request.user, text=text))
+            if file is not None:
+                sent.append(
+                    services.message_send(
+                        conversation=conversation, author=request.user, kind=_upload_kind(file), file=file
+                    )
                 )
-            )
     except ValidationError as error:
         if _wants_fragment(request):
             return _refusal(_error_text(error), 400)

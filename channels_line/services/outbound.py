@@ -3,7 +3,10 @@
 A fresh, unused reply token is used when there is one (free of the monthly quota); otherwise the
 message is pushed with X-Line-Retry-Key = the message's UUID, so that a retry never sends twice
 (LINE answers 409 to a key it has accepted: that is a delivery). A reply has no retry key: one that
-got no answer may have arrived, so it is not retried; the message fails and an agent decides."""
+got no answer may have arrived, so it is not retried; the message fails and an agent decides.
+
+In order: a message is sent only once the conversation's earlier ones have left (delivered or
+failed; omnichannel.services.message_delivery_in_turn); the end of each delivery queues the next."""
 
 from __future__ import annotations
 
@@ -31,7 +34,7 @@ from linebot.v3.messaging import (
 from omnichannel import live
 from omnichannel.files import attachment_signed_url
 from omnichannel.models import DeliveryState, Message, MessageKind
-from omnichannel.services import sequence_split
+from omnichannel.services import message_delivery_in_turn, message_next_delivery_schedule, sequence_split
 
 from ..client import LineApiError, line_client, line_errors
 from ..models import LineWebhookEvent
@@ -156,6 +159,8 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
     )
     if message is None or message.delivery_state != DeliveryState.PENDING:
         return message
+    if not message_delivery_in_turn(message=message):
+        return message  # an earlier message of the conversation is on its way: it queues this one next
     conversation = message.conversation
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
         raise LineApiError(None, "The customer has blocked the account.", permanent=True)
@@ -229,6 +234,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
             delivery_error="",
         )
         live.message_changed(message_id=message.pk, conversation_id=message.conversation_id)
+        message_next_delivery_schedule(conversation_id=message.conversation_id)
     message.refresh_from_db()
     return message
 
@@ -259,3 +265,8 @@ def line_message_delivery_failed(*, message_pk: int, error: LineApiError) -> Non
             delivery_state=DeliveryState.FAILED, delivery_error=str(error)[:2000]
         )
         live.message_changed(message_id=message_pk)
+        conversation_id = (
+            Message.objects.filter(pk=message_pk).values_list("conversation_id", flat=True).first()
+        )
+        if conversation_id is not None:
+            message_next_delivery_schedule(conversation_id=conversation_id)

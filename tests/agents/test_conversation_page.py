@@ -532,6 +532,13 @@ class TestComposer:
             self.send_url(worked), {"file": SimpleUploadedFile("map.png", PNG, "image/png")}, **FRAGMENT
         )
         assert refused.status_code == 400 and "does not let agents send files" in refused.content.decode()
+        with_text = client.post(
+            self.send_url(worked),
+            {"text": "Here is the map", "file": SimpleUploadedFile("map.png", PNG, "image/png")},
+            **FRAGMENT,
+        )
+        assert with_text.status_code == 400
+        assert not Message.objects.filter(direction=Direction.OUTBOUND).exists()  # not the text alone
 
         instance.agents_can_send_attachments = True
         channel_instance_save(instance=instance)

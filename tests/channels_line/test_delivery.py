@@ -466,6 +466,39 @@ class TestSignedLinks:
         assert http_get(url) == (200, "application/pdf", invoice)
 
 
+class TestOrder:
+    def test_a_message_waits_while_an_earlier_one_is_on_its_way_and_is_queued_when_it_has_left(
+        self, shop, django_capture_on_commit_callbacks
+    ):
+        conversation = quiet_conversation(shop)
+        first, second = (
+            send_text(conversation, "Here is your invoice."),
+            send_text(conversation, "Anything else?"),
+        )
+
+        assert deliver(second).delivery_state == DeliveryState.PENDING  # not its turn: nothing sent
+        assert shop.sent() == []
+        with django_capture_on_commit_callbacks() as queued:
+            assert deliver(first).delivery_state == DeliveryState.DELIVERED
+        assert len(queued) == 1  # the next one's delivery
+        assert deliver(second).delivery_state == DeliveryState.DELIVERED
+
+        assert [s["message"]["text"] for s in shop.sent()] == ["Here is your invoice.", "Anything else?"]
+
+    def test_an_earlier_message_that_failed_does_not_hold_up_the_next(self, shop):
+        conversation = quiet_conversation(shop)
+        first, second = send_text(conversation, "One"), send_text(conversation, "Two")
+        shop.control.fault_add("/v2/bot/message/push", status=400)
+
+        assert deliver(first).delivery_state == DeliveryState.FAILED
+        assert deliver(second).delivery_state == DeliveryState.DELIVERED
+
+    def test_other_conversations_do_not_wait(self, shop):
+        send_text(ConversationFactory(messaging_account=shop.account), "Still pending")
+
+        assert deliver(send_text(quiet_conversation(shop), "Hello")).delivery_state == DeliveryState.DELIVERED
+
+
 @pytest.mark.worker
 @pytest.mark.django_db(transaction=True)
 class TestThroughTheWorker:
@@ -504,6 +537,26 @@ class TestThroughTheWorker:
         assert [s["retry_key"] for s in shop.sent()] == [str(answer.uuid)]
         log = celery_worker.log()[log_start:]
         assert "line_message_deliver[" in log and "retry: Retry in 2s" in log
+
+    def test_the_customer_gets_a_conversation_s_messages_in_the_order_they_were_written(
+        self, shop, celery_worker
+    ):
+        # The first push fails once (retried 2 s later); without ordering the other worker process
+        # would deliver the second message meanwhile.
+        shop.control.fault_add("/v2/bot/message/push", status=500)
+        conversation = quiet_conversation(shop)
+        messages = [
+            send_text(conversation, text) for text in ("Here is your invoice.", "Anything else?", "Bye")
+        ]
+
+        for message in messages:
+            self.delivered(message, timeout=20)
+
+        assert [s["message"]["text"] for s in shop.sent()] == [
+            "Here is your invoice.",
+            "Anything else?",
+            "Bye",
+        ]
 
     def test_a_failed_message_sent_again_is_delivered(self, shop, celery_worker):
         failed = MessageFactory(
