@@ -53,6 +53,14 @@ def pytest_configure(config):
     _flush_retried_on_deadlock()
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests that use the session's Celery worker (celery_worker) run last, in their order. Once
+    started, the worker takes every task queued after it, also those of later tests that never asked
+    for it (a routing or delivery task queued by a commit): it changed what such a test saw, and held
+    locks while the test's teardown emptied the tables."""
+    items[:] = sorted(items, key=lambda item: "celery_worker" in getattr(item, "fixturenames", ()))
+
+
 def _flush_retried_on_deadlock() -> None:
     """Once the session's Celery worker runs (celery_worker), it also takes the tasks that later
     tests queue (a routing task, say) and may hold a lock while such a test's teardown empties the
