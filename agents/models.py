@@ -8,16 +8,17 @@ from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
+from django.utils.translation import gettext_lazy as _
 
 
 class Presence(models.TextChoices):
     """An agent's presence; only the presences a workstream allows receive pushed work."""
 
-    AVAILABLE = "available", "Available"
-    BUSY = "busy", "Busy"
-    BUSY_DND = "busy_dnd", "Busy - do not disturb"
-    AWAY = "away", "Away"
-    OFFLINE = "offline", "Offline"
+    AVAILABLE = "available", _("Available")
+    BUSY = "busy", _("Busy")
+    BUSY_DND = "busy_dnd", _("Busy - do not disturb")
+    AWAY = "away", _("Away")
+    OFFLINE = "offline", _("Offline")
 
 
 SKILL_LEVEL_MIN = 1

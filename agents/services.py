@@ -13,6 +13,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.translation import gettext
 
 from omnichannel import events
 
@@ -106,7 +107,10 @@ def agent_presence_set(
     to an agent who becomes available). `actor` is who made the change (the agent, a supervisor)."""
     if presence not in Presence.values:
         raise ValidationError(
-            {"presence": f"Unknown presence {presence!r}: use one of {', '.join(Presence.values)}."}
+            {
+                "presence": gettext("Unknown presence %(presence)r: use one of %(presences)s.")
+                % {"presence": presence, "presences": ", ".join(Presence.values)}
+            }
         )
     profile = agent_profile_for(user)
     now = timezone.now()
@@ -133,9 +137,11 @@ def agent_preferences_set(*, user: AbstractBaseUser, language: str, time_zone: s
     from the next request on. Raises ValidationError naming the field for an unknown value."""
     errors = {}
     if language and language not in dict(settings.LANGUAGES):
-        errors["language"] = f"Unknown language {language!r}."
+        errors["language"] = gettext("Unknown language %(language)r.") % {"language": language}
     if time_zone and time_zone not in zoneinfo.available_timezones():
-        errors["time_zone"] = f"Unknown time zone {time_zone!r}: use an IANA name such as 'Asia/Tokyo'."
+        errors["time_zone"] = gettext(
+            "Unknown time zone %(time_zone)r: use an IANA name such as 'Asia/Tokyo'."
+        ) % {"time_zone": time_zone}
     if errors:
         raise ValidationError(errors)
     profile = agent_profile_for(user)
@@ -165,7 +171,9 @@ def agent_profile_update(
         lowered = [name.lower() for name in names]
         repeated = sorted({name for name in lowered if lowered.count(name) > 1})
         if repeated:
-            raise ValidationError({"skills": f"Each skill once: {', '.join(repeated)} repeated."})
+            raise ValidationError(
+                {"skills": gettext("Each skill once: %(skills)s repeated.") % {"skills": ", ".join(repeated)}}
+            )
         known = dict(
             Skill.objects.annotate(key=Lower("name")).filter(key__in=lowered).values_list("key", "pk")
         )
@@ -173,8 +181,11 @@ def agent_profile_update(
         if unknown:
             raise ValidationError(
                 {
-                    "skills": f"Unknown skill(s): {', '.join(unknown)}. An administrator adds skills in the "
-                    "admin (Agents > Skills)."
+                    "skills": gettext(
+                        "Unknown skill(s): %(skills)s. An administrator adds skills in the admin "
+                        "(Agents > Skills)."
+                    )
+                    % {"skills": ", ".join(unknown)}
                 }
             )
         wanted = {known[name.lower()]: item["level"] for name, item in zip(names, skills, strict=True)}

@@ -74,7 +74,7 @@ def consult_start(
             .first()
         )
         if state not in CONSULT_STATES:
-            label = _(ConversationState(state).label) if state else _("deleted")
+            label = ConversationState(state).label if state else _("deleted")
             raise LifecycleConflict(
                 _("A conversation that is %(state)s cannot be consulted on.") % {"state": label}
             )

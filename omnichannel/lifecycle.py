@@ -34,6 +34,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 
 from agents.models import AgentProfile, Presence
 from routing.models import OFFER_DECLINES_MAX, Offer, OfferState, Queue, WrapUpCapacity
@@ -54,6 +55,7 @@ CLOSED = ConversationState.CLOSED
 class Transition:
     sources: frozenset[str]
     target: str
+    # What the refusals say the action is ("... cannot be ended.", "... it was not ended.").
     label: str
 
 
@@ -69,19 +71,23 @@ CLOSE = "close"
 # changes state.
 TRANSITIONS: dict[str, Transition] = {
     # An agent takes it: an offer accepted, auto-accept, a pick, a resumed transfer.
-    ASSIGN: Transition(frozenset({OPEN}), ACTIVE, "assigned"),
+    ASSIGN: Transition(frozenset({OPEN}), ACTIVE, pgettext_lazy("conversation action", "assigned")),
     # The agent ends it and writes wrap-up notes.
-    END: Transition(frozenset({ACTIVE}), WRAP_UP, "ended"),
+    END: Transition(frozenset({ACTIVE}), WRAP_UP, pgettext_lazy("conversation action", "ended")),
     # The agent sets it aside until the customer writes again (capacity released).
-    WAIT: Transition(frozenset({ACTIVE}), WAITING, "moved to waiting"),
+    WAIT: Transition(frozenset({ACTIVE}), WAITING, pgettext_lazy("conversation action", "moved to waiting")),
     # The agent takes a waiting conversation up again.
-    RESUME: Transition(frozenset({WAITING}), ACTIVE, "resumed"),
+    RESUME: Transition(frozenset({WAITING}), ACTIVE, pgettext_lazy("conversation action", "resumed")),
     # The customer wrote to a waiting conversation: back into its queue (affinity may bring it back to
     # the same agent).
-    REOPEN: Transition(frozenset({WAITING}), OPEN, "reopened"),
+    REOPEN: Transition(frozenset({WAITING}), OPEN, pgettext_lazy("conversation action", "reopened")),
     # To another queue or agent: back to Open, assignment runs again.
-    TRANSFER: Transition(frozenset({OPEN, ACTIVE, WAITING}), OPEN, "transferred"),
-    CLOSE: Transition(frozenset({OPEN, ACTIVE, WAITING, WRAP_UP}), CLOSED, "closed"),
+    TRANSFER: Transition(
+        frozenset({OPEN, ACTIVE, WAITING}), OPEN, pgettext_lazy("conversation action", "transferred")
+    ),
+    CLOSE: Transition(
+        frozenset({OPEN, ACTIVE, WAITING, WRAP_UP}), CLOSED, pgettext_lazy("conversation action", "closed")
+    ),
 }
 
 
@@ -133,11 +139,19 @@ def capacity_hold(*, agent_id: int, units: int) -> None:
         profile = AgentProfile.objects.select_related("user").filter(user_id=agent_id).first()
         if profile is not None:
             raise CapacityExhausted(
-                f"{profile.user} has no capacity left for this conversation ({profile.capacity_used} of "
-                f"{profile.capacity} units in use; it needs {units})."
+                gettext(
+                    "%(agent)s has no capacity left for this conversation (%(used)s of %(capacity)s "
+                    "units in use; it needs %(units)s)."
+                )
+                % {
+                    "agent": profile.user,
+                    "used": profile.capacity_used,
+                    "capacity": profile.capacity,
+                    "units": units,
+                }
             )
         AgentProfile.objects.get_or_create(user_id=agent_id)
-    raise CapacityExhausted("The agent has no capacity left for this conversation.")
+    raise CapacityExhausted(gettext("The agent has no capacity left for this conversation."))
 
 
 def capacity_release(*, agent_id: int | None, units: int) -> None:
@@ -192,11 +206,12 @@ def conversation_transition(
             .first()
         )
         if current is None:
-            raise LifecycleConflict("The conversation no longer exists.")
+            raise LifecycleConflict(gettext("The conversation no longer exists."))
         source = current["state"]
         if source not in transition.sources:
             raise LifecycleConflict(
-                f"A conversation that is {ConversationState(source).label} cannot be {transition.label}."
+                gettext("A conversation that is %(state)s cannot be %(action)s.")
+                % {"state": ConversationState(source).label, "action": transition.label}
             )
         now = timezone.now()
         values: dict[str, Any] = {"state": transition.target, "state_changed_at": now}
@@ -215,7 +230,9 @@ def conversation_transition(
         elif action == RESUME:
             working_agent_id = agent.pk if agent is not None else current["assigned_agent_id"]
             if working_agent_id is None:
-                raise LifecycleConflict("Nobody is assigned to this conversation: it cannot be resumed.")
+                raise LifecycleConflict(
+                    gettext("Nobody is assigned to this conversation: it cannot be resumed.")
+                )
             units = conversation_capacity_units(conversation)
             values.update(assigned_agent_id=working_agent_id, capacity_held=units)
             hold = (working_agent_id, units)
@@ -249,9 +266,10 @@ def conversation_transition(
             now_state = (
                 Conversation.objects.filter(pk=conversation.pk).values_list("state", flat=True).first()
             )
-            label = ConversationState(now_state).label if now_state else "deleted"
+            label = ConversationState(now_state).label if now_state else gettext("deleted")
             raise LifecycleConflict(
-                f"The conversation changed meanwhile (it is {label} now): it was not {transition.label}."
+                gettext("The conversation changed meanwhile (it is %(state)s now): it was not %(action)s.")
+                % {"state": label, "action": transition.label}
             )
         # 2. Its pending offer, unless this change is that offer's acceptance.
         releases = _offers_withdraw(conversation_id=conversation.pk, keep=offer, now=now)
@@ -357,7 +375,7 @@ def offer_make(
             .first()
         )
         if still_open is None:
-            raise LifecycleConflict("The conversation is no longer open: it cannot be offered.")
+            raise LifecycleConflict(gettext("The conversation is no longer open: it cannot be offered."))
         # 2. The offer.
         try:
             with transaction.atomic():
@@ -369,7 +387,7 @@ def offer_make(
                     expires_at=now + datetime.timedelta(seconds=timeout_seconds),
                 )
         except IntegrityError:
-            raise LifecycleConflict("The conversation is offered to an agent already.") from None
+            raise LifecycleConflict(gettext("The conversation is offered to an agent already.")) from None
         # 3. The agent's capacity.
         capacity_hold(agent_id=agent.pk, units=units)
         ConversationActivity.objects.create(
@@ -405,7 +423,7 @@ def offer_accept(*, offer_id: int, agent: AbstractBaseUser) -> Conversation:
             .first()
         )
         if offer is None:
-            raise LifecycleConflict("There is no such offer for you.")
+            raise LifecycleConflict(gettext("There is no such offer for you."))
         # 1. The conversation, locked first (the lock order); 2. the offer, claimed by a conditional
         # UPDATE so that a late or second accept changes nothing; then the state change.
         Conversation.objects.select_for_update().filter(pk=offer.conversation_id).values_list("pk").first()
@@ -547,9 +565,11 @@ def _offer_answered(*, offer: Offer, state: str, now: datetime.datetime) -> None
 def _offer_gone_reason(*, offer_id: int, now: datetime.datetime) -> str:
     row = Offer.objects.filter(pk=offer_id).values("state", "expires_at").first()
     if row is None:
-        return "There is no such offer for you."
+        return gettext("There is no such offer for you.")
     if row["state"] == OfferState.PENDING and row["expires_at"] <= now:
-        return "This offer has expired."
+        return gettext("This offer has expired.")
     if row["state"] == OfferState.WITHDRAWN:
-        return "This offer was withdrawn: the conversation was taken, transferred or closed meanwhile."
-    return f"This offer was {OfferState(row['state']).label.lower()} already."
+        return gettext(
+            "This offer was withdrawn: the conversation was taken, transferred or closed meanwhile."
+        )
+    return gettext("This offer was %(state)s already.") % {"state": OfferState(row["state"]).label.lower()}

@@ -10,6 +10,8 @@ from django.db import models
 from django.db.models import Q
 from django.db.models.functions import Lower
 from django.utils import timezone
+from django.utils.translation import gettext_lazy as _
+from django.utils.translation import pgettext_lazy
 
 
 class WorkerHeartbeat(models.Model):
@@ -113,17 +115,17 @@ class SocialProfile(models.Model):
 
 
 class ConversationState(models.TextChoices):
-    OPEN = "open", "Open"
-    ACTIVE = "active", "Active"
-    WAITING = "waiting", "Waiting"
-    WRAP_UP = "wrap_up", "Wrap-up"
-    CLOSED = "closed", "Closed"
+    OPEN = "open", _("Open")
+    ACTIVE = "active", _("Active")
+    WAITING = "waiting", _("Waiting")
+    WRAP_UP = "wrap_up", _("Wrap-up")
+    CLOSED = "closed", _("Closed")
 
 
 class ThreadType(models.TextChoices):
-    USER = "user", "One-to-one"
-    GROUP = "group", "Group"
-    ROOM = "room", "Room"
+    USER = "user", _("One-to-one")
+    GROUP = "group", _("Group")
+    ROOM = "room", _("Room")
 
 
 class Conversation(models.Model):
@@ -222,11 +224,11 @@ class Conversation(models.Model):
 
 
 class ActivityKind(models.TextChoices):
-    STATE_CHANGED = "state_changed", "State changed"
-    ROUTED = "routed", "Routed"
-    OFFERED = "offered", "Offered"
-    OFFER_ANSWERED = "offer_answered", "Offer answered"
-    TRANSFERRED = "transferred", "Transferred"
+    STATE_CHANGED = "state_changed", _("State changed")
+    ROUTED = "routed", _("Routed")
+    OFFERED = "offered", _("Offered")
+    OFFER_ANSWERED = "offer_answered", _("Offer answered")
+    TRANSFERRED = "transferred", _("Transferred")
 
 
 class ConversationActivity(models.Model):
@@ -259,30 +261,30 @@ class ConversationActivity(models.Model):
 
 
 class Direction(models.TextChoices):
-    INBOUND = "in", "From the customer"
-    OUTBOUND = "out", "To the customer"
+    INBOUND = "in", _("From the customer")
+    OUTBOUND = "out", _("To the customer")
 
 
 class MessageKind(models.TextChoices):
-    TEXT = "text", "Text"
-    IMAGE = "image", "Image"
-    VIDEO = "video", "Video"
-    AUDIO = "audio", "Audio"
-    FILE = "file", "File"
-    DOCUMENT = "document", "Document"
-    STICKER = "sticker", "Sticker"
-    LOCATION = "location", "Location"
-    POSTBACK = "postback", "Customer action"
-    EVENT = "event", "Event"
-    UNKNOWN = "unknown", "Unknown"
+    TEXT = "text", _("Text")
+    IMAGE = "image", _("Image")
+    VIDEO = "video", _("Video")
+    AUDIO = "audio", _("Audio")
+    FILE = "file", _("File")
+    DOCUMENT = "document", _("Document")
+    STICKER = "sticker", _("Sticker")
+    LOCATION = "location", _("Location")
+    POSTBACK = "postback", _("Customer action")
+    EVENT = "event", _("Event")
+    UNKNOWN = "unknown", _("Unknown")
 
 
 class DeliveryState(models.TextChoices):
-    RECEIVED = "received", "Received"
-    PENDING = "pending", "Pending"
-    SENDING = "sending", "Sending"
-    DELIVERED = "delivered", "Delivered"
-    FAILED = "failed", "Failed"
+    RECEIVED = "received", pgettext_lazy("delivery state", "Received")
+    PENDING = "pending", pgettext_lazy("delivery state", "Pending")
+    SENDING = "sending", pgettext_lazy("delivery state", "Sending")
+    DELIVERED = "delivered", pgettext_lazy("delivery state", "Delivered")
+    FAILED = "failed", pgettext_lazy("delivery state", "Failed")
 
 
 class Message(models.Model):
@@ -374,15 +376,18 @@ class MessageEdit(models.Model):
 
 
 class AttachmentState(models.TextChoices):
-    PENDING = "pending", "Downloading"
-    READY = "ready", "Ready"
-    EXTERNAL = "external", "Hosted elsewhere"
-    TOO_LARGE = "too_large", "Too large"
-    REMOVED = "removed", "Removed (unsent)"
+    PENDING = "pending", pgettext_lazy("attachment state", "Downloading")
+    READY = "ready", pgettext_lazy("attachment state", "Ready")
+    EXTERNAL = "external", pgettext_lazy("attachment state", "Hosted elsewhere")
+    TOO_LARGE = "too_large", pgettext_lazy("attachment state", "Too large")
+    REMOVED = "removed", pgettext_lazy("attachment state", "Removed (unsent)")
     # A customer's file that the channel instance does not accept (its user features): kept as a marker
     # with its name and type, never downloaded, flagged to the agent.
-    REFUSED = "refused", "Refused (the channel does not accept customers' files)"
-    FAILED = "failed", "Failed"
+    REFUSED = (
+        "refused",
+        pgettext_lazy("attachment state", "Refused (the channel does not accept customers' files)"),
+    )
+    FAILED = "failed", pgettext_lazy("attachment state", "Failed")
 
 
 def attachment_upload_to(instance: Attachment, filename: str) -> str:

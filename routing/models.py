@@ -15,6 +15,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import MinValueValidator
 from django.db import models
 from django.db.models import Q
+from django.utils.translation import pgettext_lazy
 
 from agents.models import Presence
 
@@ -521,12 +522,12 @@ class RouteToQueueRule(models.Model):
 
 
 class OfferState(models.TextChoices):
-    PENDING = "pending", "Pending"
-    ACCEPTED = "accepted", "Accepted"
-    REJECTED = "rejected", "Rejected"
-    EXPIRED = "expired", "Expired"
+    PENDING = "pending", pgettext_lazy("offer state", "Pending")
+    ACCEPTED = "accepted", pgettext_lazy("offer state", "Accepted")
+    REJECTED = "rejected", pgettext_lazy("offer state", "Rejected")
+    EXPIRED = "expired", pgettext_lazy("offer state", "Expired")
     # The conversation left the queue while offered (closed, transferred, picked by someone else).
-    WITHDRAWN = "withdrawn", "Withdrawn"
+    WITHDRAWN = "withdrawn", pgettext_lazy("offer state", "Withdrawn")
 
 
 # Declined offers (rejected or expired) after which an agent is no longer offered that conversation.

@@ -6,6 +6,7 @@ the reason; another agent's offer is 404; a fixed number of queries. Real databa
 from __future__ import annotations
 
 import datetime
+import re
 
 import pytest
 from django.test import Client
@@ -77,7 +78,7 @@ class TestTheNotification:
         html = response.content.decode()
         assert offer_ids(html) == [offer.pk]
         assert "Aiko" in html and "Aiko Tanaka" in html and profile.picture_url in html
-        assert "<dd>ja</dd>" in html and "<dd>Support</dd>" in html
+        assert "<dd>Japanese</dd>" in html and "<dd>Support</dd>" in html  # the language named, not "ja"
         assert "My order &lt;script&gt;alert(1)&lt;/script&gt; is late" in html
         assert "<script>alert(1)" not in html
         assert "3\xa0minutes" in html  # waiting since it was queued
@@ -85,6 +86,22 @@ class TestTheNotification:
         assert f'action="/inbox/offers/{offer.pk}/accept/"' in html
         assert f'action="/inbox/offers/{offer.pk}/reject/"' in html
         assert "inbox/offers.js" in html
+
+    def test_the_customers_language_is_named_in_the_agents_language_and_an_unknown_code_stays_a_code(
+        self, client, queue, workstream
+    ):
+        agent = agent_make(queue)
+        AgentProfile.objects.filter(user=agent).update(language="ja")
+        languages = {"zh-TW": "繁体字中国語", "th": "タイ語", "x-klingon": "x-klingon"}
+        for code in languages:
+            offer = offer_to(agent, queue, workstream)
+            offer.conversation.social_profile.language = code
+            offer.conversation.social_profile.save(update_fields=["language"])
+
+        html = signed_in(client, agent).get(OFFERS, **HTMX).content.decode()
+
+        shown = re.findall(r"<dt>言語</dt><dd>(.*?)</dd>", html)
+        assert sorted(shown) == sorted(languages.values())
 
     def test_a_first_message_without_text_shows_its_kind(self, client, queue, workstream):
         agent = agent_make(queue)

@@ -7,6 +7,7 @@ and the templates' strings are extracted the way makemessages does (Django's tem
 from __future__ import annotations
 
 import ast
+import datetime
 import gettext
 import re
 from dataclasses import dataclass, field
@@ -14,14 +15,18 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import translation
+from django.utils import timezone, translation
 from django.utils.translation.template import templatize
 
 from agents.models import AgentProfile, Presence
-from omnichannel import live
-from omnichannel.models import ConversationState
-from tests.factories import AgentFactory, ConversationFactory, SupervisorFactory
+from omnichannel import lifecycle, live
+from omnichannel.models import ConversationState, DeliveryState
+from routing.models import Offer, OfferState
+from tests.factories import AgentFactory, ConversationFactory, SupervisorFactory, UserFactory
+from tests.routing.conftest import queue_make, workstream_make
+from tests.routing.test_distribution import agent_make, item_make
 
 BASE_DIR = Path(settings.BASE_DIR)
 CATALOGUE = BASE_DIR / "locale" / "ja" / "LC_MESSAGES"
@@ -195,6 +200,18 @@ class TestTheJapaneseCatalogue:
             if words.search(PLACEHOLDER.sub("", entry.msgid)) and not japanese.search(text)
         ]
         assert english == []
+
+    def test_is_written_one_line_per_string_as_makemessages_no_wrap_writes_it(self):
+        """Wrapped, a long translation reads `msgstr ""` and goes on below: a diff of a makemessages run
+        without --no-wrap shows dozens of translations seemingly emptied (locale/README.md)."""
+        lines = (CATALOGUE / "django.po").read_text(encoding="utf-8").splitlines()
+        header_end = lines.index("")
+        wrapped = [
+            f"line {number}: {line}"
+            for number, line in enumerate(lines, start=1)
+            if number > header_end and line.startswith('"')
+        ]
+        assert wrapped == [], "run makemessages with --no-wrap (locale/README.md)"
 
 
 @pytest.fixture(scope="module")
@@ -403,3 +420,128 @@ class TestThePagesInTheAgentsLanguage:
         english = client.get("/accounts/login/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
         assert "ログイン" in japanese and "パスワード" in japanese
         assert "Sign in" in english and "Password" in english
+
+
+class TestTheModelsChoiceLabels:
+    def test_follow_the_language_active_when_they_are_shown(self):
+        with translation.override("ja"):
+            japanese = [
+                str(label)
+                for label in (ConversationState.WAITING.label, Presence.AWAY.label, OfferState.EXPIRED.label)
+            ]
+        assert japanese == ["保留中", "退席中", "時間切れ"]
+        assert str(ConversationState.WAITING.label) == "Waiting"
+
+    def test_a_word_of_two_lists_is_translated_as_each_list_means_it(self):
+        """ "Pending" is a message not sent yet, or an offer not answered yet."""
+        with translation.override("ja"):
+            assert (str(DeliveryState.PENDING.label), str(OfferState.PENDING.label)) == (
+                "送信待ち",
+                "応答待ち",
+            )
+
+
+@pytest.fixture
+def support():
+    queue = queue_make("Support")
+    return queue, workstream_make("Support ws", fallback=queue, offer_timeout_seconds=90)
+
+
+def japanese_agent_of(queue):
+    agent = agent_make(queue, capacity=4)
+    AgentProfile.objects.filter(user=agent).update(language="ja")
+    return agent
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("no_live_hub")
+class TestTheServicesRefusalsInTheAgentsLanguage:
+    """The lifecycle and the services say why they refuse when the refusal happens: in the language of
+    the request that met it."""
+
+    def test_ending_a_waiting_conversation_is_refused_in_japanese_on_the_conversation_page(
+        self, client, support
+    ):
+        queue, workstream = support
+        agent = japanese_agent_of(queue)
+        conversation = item_make(queue, workstream)
+        lifecycle.conversation_transition(conversation=conversation, action=lifecycle.ASSIGN, agent=agent)
+        lifecycle.conversation_transition(conversation=conversation, action=lifecycle.WAIT, actor=agent)
+        client.force_login(agent)
+
+        refused = client.post(
+            reverse("inbox:conversation-end", args=[conversation.pk]), {"notes": "x"}, HTTP_HX_REQUEST="true"
+        )
+
+        assert refused.status_code == 409
+        html = refused.content.decode()
+        assert "状態が「保留中」の会話は応対終了できません。" in html
+        assert "cannot be ended" not in html
+
+    def test_accepting_an_expired_offer_is_refused_in_each_agents_language_on_the_inbox(
+        self, client, support
+    ):
+        queue, workstream = support
+        japanese, english = japanese_agent_of(queue), agent_make(queue)
+        refusals = []
+        for agent in (japanese, english):
+            offer = lifecycle.offer_make(
+                conversation=item_make(queue, workstream), agent=agent, queue=queue, timeout_seconds=90
+            )
+            Offer.objects.filter(pk=offer.pk).update(
+                expires_at=timezone.now() - datetime.timedelta(seconds=1)
+            )
+            client.force_login(agent)
+            response = client.post(reverse("inbox:offer-accept", args=[offer.pk]), HTTP_HX_REQUEST="true")
+            assert response.status_code == 409
+            refusals.append(response.content.decode())
+
+        assert (
+            "この着信は時間切れになりました。" in refusals[0] and "This offer has expired." not in refusals[0]
+        )
+        assert "This offer has expired." in refusals[1]
+
+    def test_an_unknown_language_on_the_preferences_page_is_refused_in_japanese(self, client, support):
+        client.force_login(japanese_agent_of(support[0]))
+
+        response = client.post(reverse("inbox:preferences"), {"language": "xx", "time_zone": "Mars/Olympus"})
+
+        assert response.status_code == 400
+        html = response.content.decode()
+        assert "不明な言語です" in html and "&#x27;xx&#x27;" in html and "不明なタイムゾーンです" in html
+        assert "Unknown language" not in html
+
+
+@pytest.mark.django_db
+class TestTheOtherPagesInJapanese:
+    def test_the_welcome_page_of_a_user_without_a_role(self, client):
+        client.force_login(UserFactory(first_name="Aiko", last_name=""))
+
+        html = client.get("/", HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+
+        assert "ようこそ、Aiko さん" in html
+        assert "まだありません。管理者に役割を付与してもらってください。" in html
+        assert "Welcome" not in html
+
+    @pytest.mark.parametrize(
+        ("language", "minutes", "expected"),
+        [
+            ("ja", 15, "15 分間は、正しいパスワードでもログインできません。"),
+            ("en", 15, "Signing in is locked for 15 minutes, even with the right password."),
+            ("en", 1, "Signing in is locked for 1 minute, even with the right password."),
+        ],
+    )
+    def test_the_sign_in_lockout_page_says_how_long_in_the_browsers_language(
+        self, language, minutes, expected
+    ):
+        context = {
+            "username": "sato",
+            "failure_limit": 5,
+            "cooloff_timedelta": datetime.timedelta(minutes=minutes),
+        }
+        with translation.override(language):
+            html = " ".join(render_to_string("registration/locked_out.html", context).split())
+        assert expected in html
+        if language == "ja":
+            assert "このアドレスから <strong>sato</strong> へのログインに続けて失敗しました" in html
+            assert "5 回連続" in html
