@@ -15,6 +15,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import Prefetch, QuerySet
+from django.utils.translation import gettext
 from drf_spectacular.utils import extend_schema, extend_schema_field, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
 from rest_framework.decorators import action
@@ -168,7 +169,7 @@ class AgentViewSet(
             others = sorted(set(request.data) - {"presence"})
             if others:
                 raise serializers.ValidationError(
-                    {name: ["Only your presence can be changed here."] for name in others}
+                    {name: [gettext("Only your presence can be changed here.")] for name in others}
                 )
             body = AgentPresenceSerializer(profile, data=request.data, partial=True)
             body.is_valid(raise_exception=True)
@@ -268,7 +269,8 @@ class OfferViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
             offer.refresh_from_db(fields=["state"])
             raise LifecycleRefused(
                 lifecycle.LifecycleConflict(
-                    f"This offer is not pending any more: it was {offer.get_state_display().lower()}."
+                    gettext("This offer is not pending any more: it was %(state)s.")
+                    % {"state": offer.get_state_display().lower()}
                 )
             )
         return Response(status=status.HTTP_204_NO_CONTENT)

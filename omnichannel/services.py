@@ -15,6 +15,7 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import IntegrityError, transaction
 from django.db.models import Case, F, Q, QuerySet, Value, When
 from django.utils import timezone
+from django.utils.translation import gettext, pgettext_lazy
 
 from . import live
 from .channels import channel_for
@@ -46,6 +47,13 @@ OUTBOUND_KINDS = {
     MessageKind.LOCATION,
 }
 QUICK_REPLY_MAX_ITEMS = 13
+# The kinds of message a file goes as, as the refusals of a file name them ("A document must be ...").
+UPLOAD_KIND_WORDS = {
+    MessageKind.IMAGE: pgettext_lazy("kind of file in a sentence", "image"),
+    MessageKind.VIDEO: pgettext_lazy("kind of file in a sentence", "video"),
+    MessageKind.AUDIO: pgettext_lazy("kind of file in a sentence", "audio"),
+    MessageKind.DOCUMENT: pgettext_lazy("kind of file in a sentence", "document"),
+}
 
 # What an agent may upload, by message kind: the types LINE can show (image messages: JPEG or PNG;
 # video: MP4; audio: M4A or MP3) and, for documents (sent as a link the customer opens), common
@@ -199,22 +207,30 @@ def conversation_close(*, conversation: Conversation, actor: AbstractBaseUser | 
 
 def _validate_outbound(*, kind: str, text: str, payload: dict, file: UploadedFile | None) -> None:
     if kind not in OUTBOUND_KINDS:
-        raise ValidationError({"kind": f"Messages of kind {kind!r} cannot be sent."})
+        raise ValidationError(
+            {"kind": gettext("Messages of kind '%(kind)s' cannot be sent.") % {"kind": kind}}
+        )
     if kind == MessageKind.TEXT and not text.strip():
-        raise ValidationError({"text": "A text message needs some text."})
+        raise ValidationError({"text": gettext("A text message needs some text.")})
     if kind in {MessageKind.IMAGE, MessageKind.VIDEO, MessageKind.AUDIO, MessageKind.DOCUMENT} and not file:
-        raise ValidationError({"file": f"A {kind} message needs a file."})
+        raise ValidationError(
+            {"file": gettext("A %(kind)s message needs a file.") % {"kind": UPLOAD_KIND_WORDS[kind]}}
+        )
     if kind == MessageKind.STICKER and not (payload.get("package_id") and payload.get("sticker_id")):
-        raise ValidationError({"payload": "A sticker needs package_id and sticker_id."})
+        raise ValidationError({"payload": gettext("A sticker needs package_id and sticker_id.")})
     if kind == MessageKind.LOCATION:
         missing = [k for k in ("title", "address", "latitude", "longitude") if payload.get(k) in (None, "")]
         if missing:
-            raise ValidationError({"payload": f"A location needs {', '.join(missing)}."})
+            raise ValidationError(
+                {"payload": gettext("A location needs %(fields)s.") % {"fields": ", ".join(missing)}}
+            )
     quick_replies = payload.get("quick_replies") or []
     if len(quick_replies) > QUICK_REPLY_MAX_ITEMS:
-        raise ValidationError({"payload": f"At most {QUICK_REPLY_MAX_ITEMS} quick replies."})
+        raise ValidationError(
+            {"payload": gettext("At most %(count)s quick replies.") % {"count": QUICK_REPLY_MAX_ITEMS}}
+        )
     if any(not str(item.get("label", "")).strip() for item in quick_replies):
-        raise ValidationError({"payload": "Every quick reply needs a label."})
+        raise ValidationError({"payload": gettext("Every quick reply needs a label.")})
 
 
 def upload_check(*, kind: str, file: UploadedFile) -> str:
@@ -223,11 +239,22 @@ def upload_check(*, kind: str, file: UploadedFile) -> str:
     ValidationError on `file` that names the limit or the types allowed."""
     cap = settings.ATTACHMENT_UPLOAD_MAX_BYTES
     if file.size is not None and file.size > cap:
-        limit = f"a file sent to customers may be at most {cap:,} bytes"
-        raise ValidationError({"file": f"The file is {file.size:,} bytes; {limit}."})
+        raise ValidationError(
+            {
+                "file": gettext(
+                    "The file is %(size)s bytes; a file sent to customers may be at most %(limit)s bytes."
+                )
+                % {"size": f"{file.size:,}", "limit": f"{cap:,}"}
+            }
+        )
     allowed = UPLOAD_TYPES.get(kind, {})
     listing = ", ".join(sorted({ext for extensions, _ in allowed.values() for ext in extensions}))
-    refusal = ValidationError({"file": f"A {kind} must be one of these types: {listing}."})
+    refusal = ValidationError(
+        {
+            "file": gettext("A %(kind)s must be one of these types: %(types)s.")
+            % {"kind": UPLOAD_KIND_WORDS.get(kind, kind), "types": listing}
+        }
+    )
     name = (getattr(file, "name", "") or "").lower()
     declared = content_type_base(getattr(file, "content_type", "") or "")
     if declared in UNDECLARED_TYPES:
@@ -244,7 +271,10 @@ def upload_check(*, kind: str, file: UploadedFile) -> str:
         file.seek(0)
         if not head.startswith(signatures):
             raise ValidationError(
-                {"file": f"The file's content is not {content_type}, as its name or type says."}
+                {
+                    "file": gettext("The file's content is not %(type)s, as its name or type says.")
+                    % {"type": content_type}
+                }
             )
     return content_type
 
@@ -270,9 +300,9 @@ def message_send(
         if policy.agents_refusal:
             raise ValidationError({"file": policy.agents_refusal})
     if conversation.social_profile_id and not conversation.social_profile.is_reachable:
-        raise ValidationError("The customer has blocked this account: messages cannot reach them.")
+        raise ValidationError(gettext("The customer has blocked this account: messages cannot reach them."))
     if conversation.state == ConversationState.CLOSED:
-        raise ValidationError("The conversation is closed.")
+        raise ValidationError(gettext("The conversation is closed."))
     now = timezone.now()
     with transaction.atomic():
         message = Message.objects.create(
@@ -372,7 +402,7 @@ def message_retry(*, message: Message) -> Message:
     """Queue an outbound message again: a failed one, or one stuck pending or sending (same UUID:
     the channel will not send it twice)."""
     if message.direction != Direction.OUTBOUND:
-        raise ValidationError("Only an outbound message can be sent again.")
+        raise ValidationError(gettext("Only an outbound message can be sent again."))
     now = timezone.now()
     with transaction.atomic():
         updated = Message.objects.filter(_retryable(now=now), pk=message.pk).update(
@@ -389,8 +419,10 @@ def message_retry(*, message: Message) -> Message:
         )
         if not updated:
             raise ValidationError(
-                "Only a failed message, or one stuck pending or sending for a while, can be sent again: "
-                "this one is delivered, or its delivery is under way."
+                gettext(
+                    "Only a failed message, or one stuck pending or sending for a while, can be sent "
+                    "again: this one is delivered, or its delivery is under way."
+                )
             )
         live.message_changed(message_id=message.pk, conversation_id=message.conversation_id)
         _delivery_schedule_on_commit(message)

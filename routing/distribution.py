@@ -41,6 +41,8 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import transaction
 from django.db.models import Exists, F, OuterRef, Q
 from django.utils import timezone
+from django.utils.translation import gettext
+from django.utils.translation import gettext_lazy as _
 
 from agents.models import AgentProfile
 from omnichannel import lifecycle
@@ -66,8 +68,9 @@ logger = logging.getLogger(__name__)
 QUEUE_ASSIGN_ITEMS_MAX = 1000
 OFFER_TIMEOUT_DEFAULT_SECONDS = 120
 
-PICK_REFUSED_PUSH = "This conversation's workstream distributes work itself (push): wait for an offer."
-PICK_LOST = "Another agent picked this conversation first."
+# Shown to the agent who met them, in their language (str() when raised: the message is a str).
+PICK_REFUSED_PUSH = _("This conversation's workstream distributes work itself (push): wait for an offer.")
+PICK_LOST = _("Another agent picked this conversation first.")
 
 
 # --- The decision --------------------------------------------------------------------------------
@@ -359,16 +362,16 @@ def conversation_pick(*, conversation: Conversation, agent: AbstractBaseUser) ->
     not a member of its queue."""
     current = Conversation.objects.select_related("workstream").filter(pk=conversation.pk).first()
     if current is None:
-        raise LifecycleConflict("The conversation no longer exists.")
+        raise LifecycleConflict(gettext("The conversation no longer exists."))
     if current.workstream is not None and current.workstream.distribution_mode == DistributionMode.PUSH:
-        raise LifecycleConflict(PICK_REFUSED_PUSH)
+        raise LifecycleConflict(str(PICK_REFUSED_PUSH))
     if (
         current.queue_id is None
         or not QueueMembership.objects.filter(queue_id=current.queue_id, user_id=agent.pk).exists()
     ):
-        raise PermissionDenied("You can pick only conversations of your queues.")
+        raise PermissionDenied(gettext("You can pick only conversations of your queues."))
     if current.state != ConversationState.OPEN and current.assigned_agent_id not in (None, agent.pk):
-        raise LifecycleConflict(PICK_LOST)
+        raise LifecycleConflict(str(PICK_LOST))
     try:
         return lifecycle.conversation_transition(
             conversation=current, action=lifecycle.ASSIGN, actor=agent, agent=agent
@@ -380,7 +383,7 @@ def conversation_pick(*, conversation: Conversation, agent: AbstractBaseUser) ->
             .first()
         )
         if taken_by is not None and taken_by != agent.pk:
-            raise LifecycleConflict(PICK_LOST) from None
+            raise LifecycleConflict(str(PICK_LOST)) from None
         raise
 
 
@@ -402,7 +405,7 @@ def conversation_transfer(
     LifecycleConflict when its state does not allow a transfer (Wrap-up, Closed) or it changed
     meanwhile."""
     if queue is None and agent is None:
-        raise ValidationError("Give the queue or the agent to transfer to (or both).")
+        raise ValidationError(gettext("Give the queue or the agent to transfer to (or both)."))
     with transaction.atomic():
         current = (
             Conversation.objects.select_for_update(of=("self",))
@@ -411,7 +414,7 @@ def conversation_transfer(
             .first()
         )
         if current is None:
-            raise LifecycleConflict("The conversation no longer exists.")
+            raise LifecycleConflict(gettext("The conversation no longer exists."))
         if agent is not None:
             # Two agents' capacity changes here (released, then held by the offer): their profiles are
             # locked first, by user ID, so that two transfers the other way round cannot deadlock.
@@ -426,7 +429,9 @@ def conversation_transfer(
         if target is None and current.queue_id is None and current.workstream is not None:
             target = current.workstream.fallback_queue
         if target is None and current.queue_id is None:
-            raise ValidationError("This conversation is in no queue: give the queue to transfer it to.")
+            raise ValidationError(
+                gettext("This conversation is in no queue: give the queue to transfer it to.")
+            )
         moved = lifecycle.conversation_transition(
             conversation=current, action=lifecycle.TRANSFER, actor=actor, queue=target, note=note
         )
@@ -444,7 +449,9 @@ def conversation_transfer(
                     timeout_seconds=timeout,
                 )
             except CapacityExhausted as error:
-                raise CapacityExhausted(f"Not transferred: {error.message}") from None
+                raise CapacityExhausted(
+                    gettext("Not transferred: %(reason)s") % {"reason": error.message}
+                ) from None
     for name in ("state", "queue_id", "assigned_agent_id", "previous_agent_id", "capacity_held"):
         setattr(conversation, name, getattr(moved, name))
     return moved

@@ -394,7 +394,8 @@ def conversation_route(*, conversation_id: int) -> RoutingDecision | None:
     if conversation.state != ConversationState.OPEN:
         _routing_skip(
             conversation_id=conversation_id,
-            reason=f"It was {conversation.get_state_display()} before routing.",
+            # The state's value, not its label: the record is stored, whatever language routing ran in.
+            reason=f"Its state was '{conversation.state}' before routing.",
         )
         return None
     workstream_id = (

@@ -20,7 +20,6 @@ from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.urls import path, reverse
-from django.utils import translation
 from django.utils.translation import gettext
 from django.utils.translation import gettext_lazy as _
 from django.views.decorators.http import require_GET, require_POST
@@ -61,18 +60,6 @@ def _conversation(request: HttpRequest, pk: int) -> Conversation:
     return conversation
 
 
-def _language_name(code: str) -> str:
-    """The profile's language (a LINE language code) in the agent's language, the code if unknown."""
-    if not code:
-        return ""
-    for candidate in (code, code.split("-")[0]):
-        try:
-            return str(translation.get_language_info(candidate.lower())["name_translated"])
-        except KeyError:
-            continue
-    return code
-
-
 def _pane(
     request: HttpRequest,
     conversation: Conversation,
@@ -97,7 +84,6 @@ def _pane(
         "summary": summary,
         "profile": summary.profile,
         "contact": summary.contact,
-        "language_name": _language_name(summary.profile.language) if summary.profile else "",
         "may_link": may_link,
         "may_create": may_create,
         "form": form,

@@ -263,7 +263,7 @@ class TestPickQueues:
         response = signed_in(client, loser).post(reverse("inbox:pick", args=[item.pk]), **HTMX)
 
         assert response.status_code == 409
-        assert PICK_LOST in response.content.decode()
+        assert str(PICK_LOST) in response.content.decode()
         assert item.pk not in rows(response, "home-pick")
         plain = client.post(reverse("inbox:pick", args=[item.pk]))
         assert plain.status_code == 409

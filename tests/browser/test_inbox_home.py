@@ -109,7 +109,7 @@ def test_the_presence_switcher_and_a_pick_race(page, login_as, screenshot):
 
     page.route(f"**/inbox/pick/{free.pk}/", colleague_first)
     page.locator(f"#home-pick [data-conversation='{free.pk}']").get_by_role("button", name="Pick").click()
-    expect(page.locator("#home-pick [role=alert]")).to_have_text(PICK_LOST)
+    expect(page.locator("#home-pick [role=alert]")).to_have_text(str(PICK_LOST))
     screenshot(page, "inbox-home-pick-lost")
 
 

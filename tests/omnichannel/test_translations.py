@@ -15,15 +15,20 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone, translation
 from django.utils.translation.template import templatize
 
 from agents.models import AgentProfile, Presence
+from agents.roles import ROLE_PERMISSIONS
 from omnichannel import lifecycle, live
 from omnichannel.models import ConversationState, DeliveryState
-from routing.models import Offer, OfferState
+from routing import distribution
+from routing.distribution import PICK_LOST
+from routing.models import DistributionMode, Offer, OfferState
+from routing.services import conversation_route
 from tests.factories import AgentFactory, ConversationFactory, SupervisorFactory, UserFactory
 from tests.routing.conftest import queue_make, workstream_make
 from tests.routing.test_distribution import agent_make, item_make
@@ -545,3 +550,108 @@ class TestTheOtherPagesInJapanese:
         if language == "ja":
             assert "このアドレスから <strong>sato</strong> へのログインに続けて失敗しました" in html
             assert "5 回連続" in html
+
+
+@pytest.fixture
+def pick_support():
+    queue = queue_make("Walk-in")
+    return queue, workstream_make("Walk-in ws", fallback=queue, distribution_mode=DistributionMode.PICK)
+
+
+@pytest.mark.django_db
+@pytest.mark.usefixtures("no_live_hub")
+class TestThePickTransferAndComposerRefusalsInTheAgentsLanguage:
+    def test_the_loser_of_a_pick_race_is_told_in_japanese_on_the_inbox(self, client, pick_support):
+        queue, workstream = pick_support
+        winner, loser = agent_make(queue), japanese_agent_of(queue)
+        item = item_make(queue, workstream)
+        distribution.conversation_pick(conversation=item, agent=winner)
+        client.force_login(loser)
+
+        fragment = client.post(reverse("inbox:pick", args=[item.pk]), HTTP_HX_REQUEST="true")
+        plain = client.post(reverse("inbox:pick", args=[item.pk]))
+
+        assert fragment.status_code == 409 and plain.status_code == 409
+        assert "この会話は、ほかのエージェントが先に受付しました。" in fragment.content.decode()
+        with translation.override("en"):
+            assert str(PICK_LOST) not in fragment.content.decode()
+        assert plain.content.decode() == "この会話は、ほかのエージェントが先に受付しました。"
+
+    def test_a_transfer_the_agent_has_no_room_for_says_why_in_japanese(self, support):
+        queue, workstream = support
+        conversation = item_make(queue, workstream)
+        full = agent_make(queue, capacity=1, used=1)
+
+        with translation.override("ja"), pytest.raises(lifecycle.CapacityExhausted) as refused:
+            distribution.conversation_transfer(conversation=conversation, actor=None, agent=full)
+
+        assert refused.value.message.startswith("転送できませんでした: ")
+        assert "余裕がありません" in refused.value.message
+
+    def test_a_file_of_a_type_agents_may_not_send_is_refused_in_japanese_under_the_composer(self, client):
+        agent = agent_with_language("ja")
+        conversation = ConversationFactory(assigned_agent=agent, state="active", capacity_held=1)
+        client.force_login(agent)
+
+        refused = client.post(
+            reverse("inbox:conversation-send", args=[conversation.pk]),
+            {"file": SimpleUploadedFile("map.gif", b"GIF89a", "image/gif")},
+            HTTP_X_INBOX_FRAGMENT="1",
+        )
+
+        assert refused.status_code == 400
+        text = refused.content.decode()
+        assert text.startswith("ドキュメントのファイルは次のいずれかの形式にしてください: .csv, ")
+        assert "must be one of these types" not in text
+
+    def test_a_customer_who_blocked_the_account_is_said_in_japanese_under_the_composer(self, client):
+        agent = agent_with_language("ja")
+        conversation = ConversationFactory(
+            assigned_agent=agent, state="active", capacity_held=1, social_profile__is_reachable=False
+        )
+        client.force_login(agent)
+
+        refused = client.post(
+            reverse("inbox:conversation-send", args=[conversation.pk]),
+            {"text": "こんにちは"},
+            HTTP_X_INBOX_FRAGMENT="1",
+        )
+
+        assert refused.status_code == 400
+        assert refused.content.decode() == "顧客がアカウントをブロックしています。メッセージは届きません。"
+
+
+@pytest.mark.django_db
+class TestTheSitePagesInTheReadersLanguage:
+    def test_the_site_pages_say_the_language_they_are_in(self, client):
+        client.force_login(UserFactory())
+
+        japanese = client.get("/", HTTP_ACCEPT_LANGUAGE="ja").content.decode()
+        english = client.get("/", HTTP_ACCEPT_LANGUAGE="en").content.decode()
+
+        assert '<html lang="ja">' in japanese
+        assert '<html lang="en">' in english
+
+    def test_the_welcome_page_names_the_roles_in_japanese_and_other_groups_as_they_are(self, rf):
+        request = rf.get("/")
+        request.user = UserFactory(first_name="Aiko", last_name="")
+        roles = [*sorted(ROLE_PERMISSIONS), "Night shift"]
+
+        with translation.override("ja"):
+            html = render_to_string("home.html", {"roles": roles}, request=request)
+
+        shown = re.findall(r'<strong class="role">([^<]*)</strong>', html)
+        assert shown == ["管理者", "エージェント", "スーパーバイザー", "Night shift"]
+
+
+@pytest.mark.django_db
+class TestWhatRoutingStores:
+    def test_a_conversation_not_routed_records_its_state_value_whatever_language_is_active(self):
+        conversation = ConversationFactory(state=ConversationState.ACTIVE, routing_due_at=timezone.now())
+
+        with translation.override("ja"):
+            assert conversation_route(conversation_id=conversation.pk) is None
+
+        conversation.refresh_from_db()
+        assert conversation.routing["reason"] == "Its state was 'active' before routing."
+        assert conversation.routing_due_at is None
