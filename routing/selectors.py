@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db.models import Count, Min, Prefetch, Q, QuerySet
+from django.utils.translation import gettext
 
 from omnichannel.models import Conversation, ConversationState, MessagingAccount
 
@@ -77,7 +78,8 @@ class AttachmentPolicy:
 
     @property
     def customers_refusal(self) -> str:
-        """Why a customer's file is refused (kept on the attachment); empty when it is accepted."""
+        """Why a customer's file is refused (kept on the attachment, so in English whatever the page's
+        language; the pages say it in the agent's); empty when it is accepted."""
         if self.customers_can_send:
             return ""
         return (
@@ -90,10 +92,9 @@ class AttachmentPolicy:
         """Why an agent's file is refused; empty when agents may send files."""
         if self.agents_can_send:
             return ""
-        return (
-            f"This channel does not let agents send files (channel instance '{self.instance_name}': "
-            "user features)."
-        )
+        return gettext(
+            "This channel does not let agents send files (channel instance '%(name)s': user features)."
+        ) % {"name": self.instance_name}
 
 
 def channel_instance_attachment_policy(*, messaging_account_id: object) -> AttachmentPolicy:
