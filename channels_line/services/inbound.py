@@ -615,11 +615,15 @@ def _events_claim(own_pks: list[int]) -> list[LineWebhookEvent]:
         ]
     columns = ", ".join(f"e.{ops.quote_name(field.column)}" for field in meta.concrete_fields)
     # Only identifiers from the models' own metadata are interpolated; every value is a parameter.
+    # `e.state` again on the locked row itself: on PostgreSQL an event whose processing committed
+    # between this statement's snapshot (the subquery's) and the lock is re-read, and only a condition
+    # on the row excludes it then; without it, that event was processed a second time.
     sql = (
         f"SELECT {columns} FROM {table} e WHERE e.id IN "  # noqa: S608
-        f"(SELECT mine.id FROM {table} mine WHERE mine.id IN ({own}) AND mine.state = %s{others})"
-        f"{' FOR UPDATE OF e SKIP LOCKED' if skip_locked else ''}"
+        f"(SELECT mine.id FROM {table} mine WHERE mine.id IN ({own}) AND mine.state = %s{others}) "
+        f"AND e.state = %s{' FOR UPDATE OF e SKIP LOCKED' if skip_locked else ''}"
     )
+    params.append(EventState.PENDING)
     return sorted(LineWebhookEvent.objects.raw(sql, params), key=lambda e: (e.line_timestamp, e.pk))
 
 
