@@ -34,7 +34,6 @@ import os
 import random
 import secrets
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -44,7 +43,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webhook_load import BASE_DIR, Connection, Sample, WebhookBody, closed_loop, report
+from webhook_load import SERVER_COMMANDS, Connection, Sample, WebhookBody, closed_loop, report, server_pids
 
 ACCOUNT_NAME = "Bench live pages"
 # A stream whose page went away ends at its next write, the keep-alive at the latest
@@ -55,23 +54,16 @@ DELIVERY_SECONDS = 1.5
 
 
 def cpu_seconds(command: str) -> float:
-    """CPU time used so far by the processes of the server started from this checkout (its working
-    directory) whose command line contains `command`: what a phase cost the server, whatever share
-    of the shared machine it got."""
-    found = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True)
+    """CPU time used so far by this checkout's server processes whose command line contains
+    `command`: what a phase cost the server, whatever share of the shared machine it got."""
     ticks = 0
-    for pid in found.stdout.split():
+    for pid in server_pids(command):
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/cwd").resolve() != BASE_DIR:
-                continue
             # /proc/PID/stat: utime and stime are the 14th and 15th fields, the 12th and 13th after
             # the command name (which may hold spaces, in parentheses).
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             ticks += int(fields[11]) + int(fields[12])
     return ticks / os.sysconf("SC_CLK_TCK")
-
-
-SERVER = {"web": "gunicorn omnichannel.wsgi", "worker": "celery -A omnichannel worker"}
 
 
 def bench_users() -> dict[str, str]:
@@ -345,7 +337,7 @@ def main() -> int:
         waited = drain()
         before = streams.notices() if streams else Counter()
         webhooks.prepare(int(args.seconds * 400))
-        cpu_before = {name: cpu_seconds(command) for name, command in SERVER.items()}
+        cpu_before = {name: cpu_seconds(command) for name, command in SERVER_COMMANDS.items()}
         started, loop_started = timezone.now(), time.perf_counter()
         sample, elapsed = closed_loop(host, port, args.seconds, args.workers, webhooks.request)
         ended = timezone.now()
@@ -353,7 +345,7 @@ def main() -> int:
         during = (streams.notices() - before) if streams else Counter()
         drained = drain()
         chain_seconds = time.perf_counter() - loop_started
-        cpu = {name: cpu_seconds(command) - cpu_before[name] for name, command in SERVER.items()}
+        cpu = {name: cpu_seconds(command) - cpu_before[name] for name, command in SERVER_COMMANDS.items()}
         time.sleep(DELIVERY_SECONDS)
         total = (streams.notices() - before) if streams else Counter()
         to_agent = [event_id for event_id in sample.sent_at if event_id in webhooks.to_agent]

@@ -63,10 +63,26 @@ class Sample:
                 self.sent_at.setdefault(event_id, sent)
 
 
+# The commands of the server `make run` starts (Procfile.dev); a test suite's worker runs
+# `python -m celery ...` and does not match.
+SERVER_COMMANDS = {"web": "bin/gunicorn omnichannel.wsgi", "worker": "bin/celery -A omnichannel worker"}
+
+
+def server_pids(command: str) -> list[int]:
+    """The processes whose command line contains `command` and that run from this checkout (their
+    working directory): the server `make run` started here, not another checkout's nor a test run's."""
+    found = subprocess.run(["pgrep", "-f", command], capture_output=True, text=True)
+    pids = []
+    for pid in found.stdout.split():
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/cwd").resolve() == BASE_DIR:
+                pids.append(int(pid))
+    return pids
+
+
 def worker_pids() -> list[int]:
-    """The processes of `celery -A omnichannel worker` on this machine (parent and pool)."""
-    found = subprocess.run(["pgrep", "-f", "celery -A omnichannel worker"], capture_output=True, text=True)
-    return [int(pid) for pid in found.stdout.split()]
+    """The Celery worker processes of this checkout's server (parent and pool)."""
+    return server_pids(SERVER_COMMANDS["worker"])
 
 
 def signal_all(pids: list[int], signum: int) -> None:
