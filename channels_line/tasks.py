@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from celery import shared_task
+from django.db import DatabaseError
 
 from . import services
 from .client import LineApiError
@@ -59,6 +60,16 @@ def line_message_deliver(self, message_pk: int) -> None:
             services.line_message_delivery_retrying(message_pk=message_pk, error=error, countdown=countdown)
             raise self.retry(countdown=countdown, exc=error) from error
         services.line_message_delivery_failed(message_pk=message_pk, error=error)
+    except DatabaseError:
+        raise  # passing (the database restarting): the sweep queues the message again
+    except Exception as error:
+        # A bug or data no retry can pass: failed with the reason rather than pending for ever, which
+        # would also hold up the conversation's next messages (they go in order).
+        logger.exception("LINE delivery failed unexpectedly message=%s", message_pk)
+        failure = LineApiError(
+            None, f"The message could not be sent: {type(error).__name__}: {error}", permanent=True
+        )
+        services.line_message_delivery_failed(message_pk=message_pk, error=failure)
 
 
 @shared_task(ignore_result=True)

@@ -120,6 +120,9 @@ def consult_end(*, consult: ConversationConsult, actor: AbstractBaseUser | None)
     LifecycleConflict when it has ended already (one conditional UPDATE decides a race)."""
     now = timezone.now()
     with transaction.atomic():
+        # 1. The conversation (the lock order): the notice written below points at it, and a change of
+        # the conversation that ends its consults (lifecycle) holds it and waits for this consult.
+        Conversation.objects.select_for_update().filter(pk=consult.conversation_id).values_list("pk").first()
         ended = ConversationConsult.objects.filter(pk=consult.pk, ended_at__isnull=True).update(ended_at=now)
         if not ended:
             raise LifecycleConflict(_("This consult has ended already."))

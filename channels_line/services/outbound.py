@@ -234,7 +234,7 @@ def line_message_deliver(*, message_pk: int) -> Message | None:
             delivery_error="",
         )
         live.message_changed(message_id=message.pk, conversation_id=message.conversation_id)
-        message_next_delivery_schedule(conversation_id=message.conversation_id)
+        _next_delivery_after_commit(conversation_id=message.conversation_id)
     message.refresh_from_db()
     return message
 
@@ -269,4 +269,10 @@ def line_message_delivery_failed(*, message_pk: int, error: LineApiError) -> Non
             Message.objects.filter(pk=message_pk).values_list("conversation_id", flat=True).first()
         )
         if conversation_id is not None:
-            message_next_delivery_schedule(conversation_id=conversation_id)
+            _next_delivery_after_commit(conversation_id=conversation_id)
+
+
+def _next_delivery_after_commit(*, conversation_id: int) -> None:
+    # Looked up once this delivery's end is committed: a next message stored meanwhile, whose own task
+    # found this one still sending, is seen then.
+    transaction.on_commit(lambda: message_next_delivery_schedule(conversation_id=conversation_id))

@@ -12,6 +12,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from agents.models import AgentProfile, Presence
+from agents.services import agent_presence_set
 from omnichannel import lifecycle
 from omnichannel.models import ConversationState
 from routing.distribution import PICK_LOST
@@ -187,3 +188,12 @@ def test_an_agent_whose_offer_runs_out_is_set_away_and_told_live_then_becomes_av
         "value", Presence.AVAILABLE, timeout=ARRIVAL_MS
     )
     assert AgentProfile.objects.get(user=agent).presence == Presence.AVAILABLE
+
+    # Missed again, then the presence changed elsewhere (the API, another tab): the notice goes live.
+    again = lifecycle.offer_make(
+        conversation=item_make(queue, workstream), agent=agent, queue=queue, timeout_seconds=60
+    )
+    lifecycle.offers_expire(now=again.expires_at)
+    expect(missed).to_be_visible(timeout=ARRIVAL_MS)
+    agent_presence_set(user=agent, presence=Presence.BUSY, actor=agent)
+    expect(missed).to_have_count(0, timeout=ARRIVAL_MS)

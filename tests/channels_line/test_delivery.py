@@ -493,6 +493,23 @@ class TestOrder:
         assert deliver(first).delivery_state == DeliveryState.FAILED
         assert deliver(second).delivery_state == DeliveryState.DELIVERED
 
+    def test_an_unexpected_error_fails_the_message_instead_of_holding_up_the_next_for_ever(
+        self, shop, monkeypatch
+    ):
+        conversation = quiet_conversation(shop)
+        first, second = send_text(conversation, "One"), send_text(conversation, "Two")
+
+        def broken(message):
+            raise AttributeError("a bug")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(outbound, "line_messages_for", broken)
+            failed = deliver(first)
+
+        assert failed.delivery_state == DeliveryState.FAILED
+        assert failed.delivery_error == "The message could not be sent: AttributeError: a bug"
+        assert deliver(second).delivery_state == DeliveryState.DELIVERED
+
     def test_other_conversations_do_not_wait(self, shop):
         send_text(ConversationFactory(messaging_account=shop.account), "Still pending")
 
