@@ -51,13 +51,7 @@ EVENT_TEXTS = {
     "accountLink": gettext_lazy("Account linking"),
     "videoPlayComplete": gettext_lazy("Customer watched a video to the end"),
 }
-STATE_LABELS = {
-    ConversationState.OPEN: gettext_lazy("Open"),
-    ConversationState.ACTIVE: gettext_lazy("Active"),
-    ConversationState.WAITING: gettext_lazy("Waiting"),
-    ConversationState.WRAP_UP: gettext_lazy("Wrap-up"),
-    ConversationState.CLOSED: gettext_lazy("Closed"),
-}
+STATE_LABELS = dict(ConversationState.choices)  # translatable labels: the agent's language
 OFFER_ANSWERS = {
     "accepted": gettext_lazy("accepted the offer"),
     "declined": gettext_lazy("declined the offer"),

@@ -33,14 +33,8 @@ from .common import inbox_page
 # The summary's element ID: htmx names it in HX-Target when the summary's own forms replace it.
 PANE_ID = "customer-summary"
 CONTACT_ADMIN_PERMISSION = "omnichannel.change_contact"
-# The model's state labels are not translated; the pane's are.
-STATE_LABELS = {
-    ConversationState.OPEN: _("Open"),
-    ConversationState.ACTIVE: _("Active"),
-    ConversationState.WAITING: _("Waiting"),
-    ConversationState.WRAP_UP: _("Wrap-up"),
-    ConversationState.CLOSED: _("Closed"),
-}
+# The states in the agent's language (the model's labels are translatable).
+STATE_LABELS = dict(ConversationState.choices)
 
 
 class ContactCreateForm(forms.Form):

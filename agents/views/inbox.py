@@ -39,13 +39,7 @@ from .common import inbox_page, render_page
 CONFLICT = 409
 
 # The five presences, in the agent's language.
-PRESENCES = [
-    (Presence.AVAILABLE, gettext_lazy("Available")),
-    (Presence.BUSY, gettext_lazy("Busy")),
-    (Presence.BUSY_DND, gettext_lazy("Busy - do not disturb")),
-    (Presence.AWAY, gettext_lazy("Away")),
-    (Presence.OFFLINE, gettext_lazy("Offline")),
-]
+PRESENCES = Presence.choices
 
 # What a list shows for a message without text (the kind's name), in the agent's language.
 KIND_LABELS = {

@@ -290,17 +290,20 @@ def python_strings(path: Path) -> set[Key]:
     return found
 
 
+def not_in_catalogue(found: dict, catalogue_keys) -> list[str]:
+    """The marked strings `found` (key: the file it is in) that the catalogue lacks, named with their file."""
+    return sorted(
+        f"{key} ({path.relative_to(BASE_DIR)})" for key, path in found.items() if key not in catalogue_keys
+    )
+
+
 class TestEveryStringOfThePages:
     def test_every_translatable_string_of_the_inbox_templates_is_in_the_catalogue(self, catalogue_keys):
         inbox = sorted((TEMPLATES / "inbox").rglob("*.html"))
         assert len(inbox) > 20
         found = {key: path for path in inbox for key in template_strings(path)}
         assert len(found) > 150
-        missing = sorted(
-            f"{key} ({path.relative_to(BASE_DIR)})"
-            for key, path in found.items()
-            if key not in catalogue_keys
-        )
+        missing = not_in_catalogue(found, catalogue_keys)
         assert missing == [], "run manage.py makemessages -l ja and translate (locale/README.md)"
 
     def test_every_translatable_string_of_the_other_templates_is_in_the_catalogue(self, catalogue_keys):
@@ -308,11 +311,7 @@ class TestEveryStringOfThePages:
         others = [path for path in TEMPLATES.rglob("*.html") if not path.is_relative_to(TEMPLATES / "inbox")]
         found = {key: path for path in others for key in template_strings(path)}
         assert (None, "Sign in") in found
-        missing = sorted(
-            f"{key} ({path.relative_to(BASE_DIR)})"
-            for key, path in found.items()
-            if key not in catalogue_keys
-        )
+        missing = not_in_catalogue(found, catalogue_keys)
         assert missing == []
 
     def test_every_translatable_string_of_the_python_code_is_in_the_catalogue(self, catalogue_keys):
@@ -324,11 +323,7 @@ class TestEveryStringOfThePages:
         ]
         found = {key: path for path in modules for key in python_strings(path)}
         assert (None, "Only the agent of this conversation can end it.") in found
-        missing = sorted(
-            f"{key} ({path.relative_to(BASE_DIR)})"
-            for key, path in found.items()
-            if key not in catalogue_keys
-        )
+        missing = not_in_catalogue(found, catalogue_keys)
         assert missing == []
 
     def test_the_model_labels_the_pages_translate_when_shown_are_in_the_catalogue(self, catalogue_keys):
