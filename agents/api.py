@@ -241,7 +241,7 @@ class OfferViewSet(mixins.ListModelMixin, viewsets.GenericViewSet):
         # Any state: a late answer gets 409 with the reason; another agent's offer is 404.
         offer = Offer.objects.filter(pk=self.kwargs["pk"], agent_id=self.request.user.pk).first()
         if offer is None:
-            raise exceptions.NotFound("No such offer.")
+            raise exceptions.NotFound(gettext("There is no such offer for you."))
         return offer
 
     @extend_schema(

@@ -22,6 +22,7 @@ from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from django.core.exceptions import ValidationError as DjangoValidationError
 from django.db.models import QuerySet
 from django.shortcuts import get_object_or_404
+from django.utils.translation import gettext
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import exceptions, mixins, permissions, serializers, status, viewsets
@@ -246,7 +247,9 @@ class TransferSerializer(serializers.Serializer):
 
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         if attrs.get("queue") is None and attrs.get("agent") is None:
-            raise serializers.ValidationError("Give the queue or the agent to transfer to (or both).")
+            raise serializers.ValidationError(
+                gettext("Give the queue or the agent to transfer to (or both).")
+            )
         return attrs
 
 

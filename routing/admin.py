@@ -4,13 +4,15 @@ classification rule sets (with their ordered rules) and channel instances.
 
 Every write goes through routing.services: workstream_save (the distribution mode is fixed at
 creation), channel_instance_save (one channel instance per account), routing_record_save for the rest;
-each runs the record's clean(), which names the field at fault."""
+each runs the record's clean(), which names the field at fault. Every delete goes through
+routing_record_delete, one record at a time: a queue that open conversations or a percentage split
+still use is refused with what uses it (no foreign key can say so), before the confirmation page."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.contrib import admin
+from django.contrib import admin, messages
 from django.contrib.admin import helpers
 from django.contrib.admin.utils import unquote
 from django.core.exceptions import NON_FIELD_ERRORS, PermissionDenied, ValidationError
@@ -46,11 +48,13 @@ from .models import (
     RouteToQueueRule,
     Workstream,
 )
-from .selectors import messaging_accounts_available, queues_with_load
+from .selectors import messaging_accounts_available, queues_with_load, routing_record_uses
 from .services import (
+    RecordInUse,
     channel_instance_save,
     routing_decide,
     routing_facts_sample,
+    routing_record_delete,
     routing_record_save,
     workstream_save,
 )
@@ -66,6 +70,34 @@ class ServiceSavedInlinesMixin:
         for record in records:
             routing_record_save(record=record)
         formset.save_m2m()
+
+
+class ServiceDeletedMixin:
+    """Deleted through routing_record_delete, one at a time (no bulk delete: each record's uses are
+    checked). A record in use goes back to its page with what uses it instead of the confirmation."""
+
+    def get_actions(self, request: HttpRequest) -> dict[str, Any]:
+        actions = super().get_actions(request)  # type: ignore[misc]
+        actions.pop("delete_selected", None)
+        return actions
+
+    def delete_view(self, request: HttpRequest, object_id: str, extra_context: Any = None) -> HttpResponse:
+        record = self.get_object(request, unquote(object_id))  # type: ignore[attr-defined]
+        if record is None:
+            return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+        back = redirect(f"admin:{record._meta.app_label}_{record._meta.model_name}_change", record.pk)
+        uses = routing_record_uses(record=record)
+        if uses:
+            messages.error(request, str(RecordInUse.naming(record=record, uses=uses)))
+            return back
+        try:
+            return super().delete_view(request, object_id, extra_context)  # type: ignore[misc]
+        except RecordInUse as in_use:  # came into use between the check and the delete
+            messages.error(request, str(in_use))
+            return back
+
+    def delete_model(self, request: HttpRequest, obj: Any) -> None:
+        routing_record_delete(record=obj)
 
 
 class QueueMembershipInline(admin.TabularInline):
@@ -91,7 +123,7 @@ class QueueHolidayInline(admin.TabularInline):
 
 
 @admin.register(Queue)
-class QueueAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
+class QueueAdmin(ServiceDeletedMixin, ServiceSavedInlinesMixin, admin.ModelAdmin):
     list_display = ["name", "priority", "timezone", "open_items", "oldest_wait"]
     search_fields = ["name"]
     inlines = [QueueMembershipInline, QueueOperatingHoursInline, QueueHolidayInline]
@@ -169,7 +201,7 @@ class ChannelInstanceInline(admin.TabularInline):
 
 
 @admin.register(Workstream)
-class WorkstreamAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
+class WorkstreamAdmin(ServiceDeletedMixin, ServiceSavedInlinesMixin, admin.ModelAdmin):
     form = WorkstreamForm
     change_form_template = "admin/routing/workstream/change_form.html"
     list_display = ["name", "distribution_mode", "fallback_queue", "assignment_method", "timezone"]
@@ -453,7 +485,7 @@ class ClassificationRuleInline(admin.StackedInline):
 
 
 @admin.register(ClassificationRuleSet)
-class ClassificationRuleSetAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
+class ClassificationRuleSetAdmin(ServiceDeletedMixin, ServiceSavedInlinesMixin, admin.ModelAdmin):
     list_display = ["name", "workstream", "order"]
     list_select_related = ["workstream"]
     list_filter = ["workstream"]
@@ -464,7 +496,7 @@ class ClassificationRuleSetAdmin(ServiceSavedInlinesMixin, admin.ModelAdmin):
 
 
 @admin.register(ChannelInstance)
-class ChannelInstanceAdmin(admin.ModelAdmin):
+class ChannelInstanceAdmin(ServiceDeletedMixin, admin.ModelAdmin):
     form = ChannelInstanceForm
     list_display = ["__str__", "workstream", "language", "file_attachments"]
     list_select_related = ["messaging_account", "workstream"]

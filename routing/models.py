@@ -513,6 +513,11 @@ class RouteToQueueRule(models.Model):
         except ValidationError as error:
             errors["split"] = error.messages
         else:
+            # A split names its queues by ID inside JSON: no foreign key checks that they exist.
+            named = [part["queue"] for part in self.split]
+            known = set(Queue.objects.filter(pk__in=named).values_list("pk", flat=True))
+            if missing := [queue_id for queue_id in named if queue_id not in known]:
+                errors["split"] = [f"split: no queue has the ID {queue_id}." for queue_id in missing]
             if self.split and self.queue_id is not None:
                 errors["queue"] = ["Give a queue or a split, not both."]
             elif not self.split and self.queue_id is None:

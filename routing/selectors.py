@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Count, Min, Prefetch, Q, QuerySet
+from django.db.models import Count, Min, Model, Prefetch, Q, QuerySet
 from django.utils.translation import gettext
 
 from omnichannel.models import Conversation, ConversationState, MessagingAccount
@@ -56,8 +56,19 @@ def workstream_with_rules(*, workstream_id: int) -> Workstream:
     )
 
 
-def queue_with_hours(*, queue_id: int) -> Queue:
-    return Queue.objects.prefetch_related("operating_hours", "holidays").get(pk=queue_id)
+def routing_record_uses(*, record: Model) -> list[str]:
+    """What uses a routing record that no foreign key protects: for a queue, the percentage splits of
+    route-to-queue rules (they name queues by ID inside JSON) and its open conversations (deleting it
+    would leave them in no queue). Foreign keys (PROTECT) speak for themselves when it is deleted."""
+    uses: list[str] = []
+    if isinstance(record, Queue):
+        for rule in RouteToQueueRule.objects.exclude(split=[]).select_related("workstream"):
+            if any(part.get("queue") == record.pk for part in rule.split):
+                uses.append(f"route-to-queue rule '{rule}' of workstream '{rule.workstream}' (its split)")
+        open_items = Conversation.objects.filter(queue=record, state=ConversationState.OPEN).count()
+        if open_items:
+            uses.append(f"{open_items} open conversation(s) waiting in it (transfer them first)")
+    return uses
 
 
 def messaging_accounts_available(*, channel_type: str) -> QuerySet[MessagingAccount]:

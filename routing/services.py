@@ -51,7 +51,7 @@ from .models import (
     RouteToQueueRule,
     Workstream,
 )
-from .selectors import queue_open_items_count, workstream_with_rules
+from .selectors import queue_open_items_count, routing_record_uses, workstream_with_rules
 
 logger = logging.getLogger(__name__)
 
@@ -597,6 +597,15 @@ def channel_instance_save(*, instance: ChannelInstance) -> ChannelInstance:
 class RecordInUse(Exception):
     """A queue or workstream that something still uses: the message says what."""
 
+    @classmethod
+    def naming(cls, *, record: Model, uses: list[str]) -> RecordInUse:
+        shown = sorted(uses)[:10]
+        more = f" and {len(uses) - len(shown)} more" if len(uses) > len(shown) else ""
+        kind = record._meta.verbose_name
+        return cls(
+            f"The {kind} '{record}' is in use: {'; '.join(shown)}{more}. Change or delete those first."
+        )
+
 
 def _nested_errors(error: ValidationError, *, where: str) -> list[str]:
     """A nested record's errors as messages naming their place: "rules[1].conditions[0].field: ..."."""
@@ -716,15 +725,7 @@ def routing_record_delete(*, record: Model) -> None:
     what uses it) for a queue that a workstream, a route-to-queue rule (its queue or a percentage
     split) or another queue's overflow points at, or that holds open conversations (they would be
     left in no queue), and for a workstream that channel instances use."""
-    uses: list[str] = []
-    if isinstance(record, Queue):
-        # A split names its queues by ID inside JSON: no foreign key protects them.
-        for rule in RouteToQueueRule.objects.exclude(split=[]).select_related("workstream"):
-            if any(part.get("queue") == record.pk for part in rule.split):
-                uses.append(f"route-to-queue rule '{rule}' of workstream '{rule.workstream}' (its split)")
-        open_items = Conversation.objects.filter(queue=record, state=ConversationState.OPEN).count()
-        if open_items:
-            uses.append(f"{open_items} open conversation(s) waiting in it (transfer them first)")
+    uses = routing_record_uses(record=record)
     if not uses:
         try:
             with transaction.atomic():
@@ -732,10 +733,5 @@ def routing_record_delete(*, record: Model) -> None:
         except ProtectedError as error:
             uses = [_use_described(used_by) for used_by in error.protected_objects]
     if uses:
-        shown = sorted(uses)[:10]
-        more = f" and {len(uses) - len(shown)} more" if len(uses) > len(shown) else ""
-        kind = record._meta.verbose_name
-        raise RecordInUse(
-            f"The {kind} '{record}' is in use: {'; '.join(shown)}{more}. Change or delete those first."
-        )
+        raise RecordInUse.naming(record=record, uses=uses)
     logger.info("Routing set-up deleted %s=%s", record._meta.model_name, record.pk)

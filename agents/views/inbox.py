@@ -20,7 +20,6 @@ from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import render
 from django.urls import path, reverse
 from django.utils import timezone
-from django.utils.http import url_has_allowed_host_and_scheme
 from django.utils.timesince import timesince
 from django.utils.translation import gettext as _
 from django.utils.translation import gettext_lazy
@@ -178,10 +177,8 @@ def presence_set(request: HttpRequest) -> HttpResponse:
             return HttpResponse(_("Unknown presence."), status=400, content_type="text/plain")
         context = _presence_context(request, error=_("Unknown presence."))
         return render(request, "inbox/home/presence.html", context, status=400)
-    if not _is_htmx(request):
-        back = request.POST.get("next", "")
-        safe = url_has_allowed_host_and_scheme(back, allowed_hosts={request.get_host()})
-        return _go(request, back if safe and back.startswith("/") else reverse("inbox:home"))
+    if not _is_htmx(request):  # the inbox home's status switcher, the only form without htmx
+        return _go(request, reverse("inbox:home"))
     if request.headers.get("HX-Target") == "offers":  # "Become available" on the offer notification
         return render(request, "inbox/offers.html", _offers_context(request))
     return render(request, "inbox/home/presence.html", _presence_context(request))

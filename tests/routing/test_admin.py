@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from omnichannel.models import ConversationState
-from routing.models import ChannelInstance, DistributionMode, RouteToQueueRule, Workstream
+from routing.models import ChannelInstance, DistributionMode, Queue, RouteToQueueRule, Workstream
 from routing.services import channel_instance_save, workstream_save
 from tests.factories import (
     AdministratorFactory,
@@ -350,6 +350,71 @@ class TestQueueList:
         assert response.context["adminform"].form.errors["out_of_hours_transfer_queue"] == [
             "Pick the queue to transfer to."
         ]
+
+
+class TestDeletingFromTheAdmin:
+    def test_a_queue_with_open_conversations_is_not_deleted_and_its_page_says_why(self, admin_client):
+        queue = queue_make("Billing")
+        ConversationFactory(queue=queue, state=ConversationState.OPEN)
+        url = reverse("admin:routing_queue_delete", args=[queue.pk])
+
+        shown = admin_client.get(url, follow=True)
+        posted = admin_client.post(url, {"post": "yes"}, follow=True)
+
+        assert Queue.objects.filter(pk=queue.pk).exists()
+        for response in (shown, posted):
+            assert response.redirect_chain[-1][0] == reverse("admin:routing_queue_change", args=[queue.pk])
+            assert "1 open conversation(s) waiting in it (transfer them first)" in response.content.decode()
+
+    def test_a_queue_named_by_a_percentage_split_is_not_deleted(self, admin_client):
+        workstream = workstream_make("Shop")
+        kept, split_to = queue_make("Kept"), queue_make("Split to")
+        route_make(
+            workstream,
+            "Half",
+            [],
+            split=[{"queue": kept.pk, "percent": 50}, {"queue": split_to.pk, "percent": 50}],
+        )
+
+        response = admin_client.post(
+            reverse("admin:routing_queue_delete", args=[split_to.pk]), {"post": "yes"}, follow=True
+        )
+
+        assert Queue.objects.filter(pk=split_to.pk).exists()
+        assert "route-to-queue rule &#x27;Half&#x27; of workstream &#x27;Shop&#x27; (its split)" in (
+            response.content.decode()
+        )
+
+    def test_a_queue_nothing_uses_is_deleted_after_the_confirmation(self, admin_client):
+        queue = queue_make("Old")
+        ConversationFactory(queue=queue, state=ConversationState.CLOSED, closed_at=timezone.now())
+        url = reverse("admin:routing_queue_delete", args=[queue.pk])
+
+        assert admin_client.get(url).status_code == 200  # Django's confirmation page
+        admin_client.post(url, {"post": "yes"})
+
+        assert not Queue.objects.filter(pk=queue.pk).exists()
+
+    def test_a_queue_that_comes_into_use_after_the_check_is_still_refused(self, admin_client, monkeypatch):
+        from routing import admin as routing_admin
+
+        queue = queue_make("Racing")
+        ConversationFactory(queue=queue, state=ConversationState.OPEN)
+        # The page's check found nothing (the conversation arrived after it): the service decides.
+        monkeypatch.setattr(routing_admin, "routing_record_uses", lambda record: [])
+
+        response = admin_client.post(
+            reverse("admin:routing_queue_delete", args=[queue.pk]), {"post": "yes"}, follow=True
+        )
+
+        assert Queue.objects.filter(pk=queue.pk).exists()
+        assert "open conversation(s) waiting in it" in response.content.decode()
+
+    def test_the_lists_offer_no_bulk_delete(self, admin_client):
+        queue_make("Billing")
+        for name in ("queue", "workstream", "classificationruleset", "channelinstance"):
+            response = admin_client.get(reverse(f"admin:routing_{name}_changelist"))
+            assert "delete_selected" not in response.content.decode(), name
 
 
 class TestPagesOpen:

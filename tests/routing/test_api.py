@@ -537,6 +537,24 @@ class TestRouteToQueueRules:
         assert response.status_code == 400
         assert response.json() == {"queue": ["Give a queue or a split, not both."]}
 
+    def test_a_split_naming_a_queue_that_does_not_exist_is_refused_with_its_id(self, admin_api):
+        workstream = workstream_make("Support")
+        response = admin_api.post(
+            routes_url(workstream),
+            {
+                "name": "Half lost",
+                "split": [
+                    {"queue": workstream.fallback_queue_id, "percent": 50},
+                    {"queue": 987654, "percent": 50},
+                ],
+            },
+            format="json",
+        )
+
+        assert response.status_code == 400
+        assert response.json() == {"split": ["split: no queue has the ID 987654."]}
+        assert not RouteToQueueRule.objects.exists()
+
     def test_a_rule_changes_through_the_same_checks(self, admin_api):
         workstream = workstream_make("Support")
         rule = route_make(workstream, "Invoices", INVOICE, workstream.fallback_queue)
