@@ -26,7 +26,6 @@ Only loopback is used.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import http.client
 import json
@@ -43,7 +42,7 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webhook_load import SERVER_COMMANDS, Connection, Sample, WebhookBody, closed_loop, report, server_pids
+from webhook_load import SERVER_COMMANDS, Connection, Sample, WebhookBody, closed_loop, cpu_seconds, report
 
 ACCOUNT_NAME = "Bench live pages"
 # A stream whose page went away ends at its next write, the keep-alive at the latest
@@ -51,19 +50,6 @@ ACCOUNT_NAME = "Bench live pages"
 SETTLE_SECONDS = 16.0
 # Pages learn of a committed notice within a poll of the hub (0.25 s) and a write.
 DELIVERY_SECONDS = 1.5
-
-
-def cpu_seconds(command: str) -> float:
-    """CPU time used so far by this checkout's server processes whose command line contains
-    `command`: what a phase cost the server, whatever share of the shared machine it got."""
-    ticks = 0
-    for pid in server_pids(command):
-        with contextlib.suppress(OSError):
-            # /proc/PID/stat: utime and stime are the 14th and 15th fields, the 12th and 13th after
-            # the command name (which may hold spaces, in parentheses).
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def bench_users() -> dict[str, str]:

@@ -29,7 +29,17 @@ from urllib.parse import urlsplit
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from webhook_load import WebhookBody, bench_account, closed_loop, paced, percentile, report
+from webhook_load import (
+    SERVER_COMMANDS,
+    WebhookBody,
+    bench_account,
+    closed_loop,
+    cpu_seconds,
+    paced,
+    percentile,
+    report,
+    statistics_refresh,
+)
 
 GOAL_P95_MS = 250
 
@@ -109,6 +119,7 @@ def main() -> int:
     total = int(args.rate * args.seconds)
     agent_ids = bench_routing(account_id=account_id, agents=args.agents, capacity=total // args.agents + 10)
     AgentProfile.objects.filter(user_id__in=agent_ids).update(capacity_used=0)
+    statistics_refresh()  # after the clean slate: the planner sees the tables as the run starts
 
     # One user per webhook: each is a new conversation. The body's event ID finds its conversation.
     bodies = WebhookBody(secret, destination, users=1)
@@ -139,6 +150,7 @@ def main() -> int:
     baseline, elapsed = closed_loop(host, port, args.seconds, args.concurrency, healthz_request)
     base_row = report("baseline GET /healthz", baseline, elapsed)
     prepare(total)
+    cpu_before = {name: cpu_seconds(command) for name, command in SERVER_COMMANDS.items()}
     sample = paced(host, port, args.seconds, args.rate, max(args.concurrency, 32), webhook_request)
     intake_row = report(f"webhook of a new customer at {args.rate:g}/s", sample)
 
@@ -150,6 +162,12 @@ def main() -> int:
         if offered >= len(sent_by_user):
             break
         time.sleep(0.5)
+    # What the chain cost the server's processes (whatever share of the machine they got): the web
+    # processes take the webhooks, the worker processes them, routes and offers.
+    cpu_ms = {
+        name: (cpu_seconds(command) - cpu_before[name]) * 1000 / max(1, len(sent_by_user))
+        for name, command in SERVER_COMMANDS.items()
+    }
     # The first offer of each conversation (dict() keeps the last value given: newest first).
     first_offer = dict(
         offers.order_by("conversation__thread_id", "-created_at").values_list(
@@ -179,6 +197,8 @@ def main() -> int:
         "webhook_to_offer_p95_ms": round(percentile(latencies, 0.95), 1),
         "webhook_to_offer_p99_ms": round(percentile(latencies, 0.99), 1),
         "webhook_to_offer_max_ms": round(max(latencies), 1) if latencies else None,
+        "web_cpu_ms_per_conversation": round(cpu_ms["web"], 1),
+        "worker_cpu_ms_per_conversation": round(cpu_ms["worker"], 1),
         f"p95_under_{GOAL_P95_MS}_ms": percentile(latencies, 0.95) < GOAL_P95_MS if latencies else False,
     }
     print(json.dumps(result))

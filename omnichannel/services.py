@@ -106,10 +106,15 @@ def worker_heartbeats_prune(*, older_than: datetime.timedelta = datetime.timedel
 
 
 def social_profile_ensure(*, account: MessagingAccount, external_id: str) -> tuple[SocialProfile, bool]:
-    """The social profile of `external_id` on `account`, created on first contact.
+    """The social profile of `external_id` on `account`, created on first contact (the caller looked
+    it up already and found none: it is inserted at once, not looked up again).
 
     Concurrent first contacts create one row: the unique constraint decides, the loser reads it."""
-    return SocialProfile.objects.get_or_create(messaging_account=account, external_id=external_id)
+    try:
+        with transaction.atomic():
+            return SocialProfile.objects.create(messaging_account=account, external_id=external_id), True
+    except IntegrityError:
+        return SocialProfile.objects.get(messaging_account=account, external_id=external_id), False
 
 
 def conversation_new_hook(*, conversation: Conversation) -> None:

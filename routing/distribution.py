@@ -56,7 +56,9 @@ from .models import (
     Offer,
     OfferState,
     Queue,
+    QueueHoliday,
     QueueMembership,
+    QueueOperatingHours,
     SkillMatching,
     WaitAction,
     Workstream,
@@ -244,7 +246,11 @@ def queue_items_waiting(*, queue_id: int):
 
 
 def queue_is_open(*, queue: Queue, at: datetime.datetime) -> bool:
-    """Whether the queue is within its operating hours at `at` (its hours and holidays prefetched)."""
+    """Whether the queue is within its operating hours at `at`. Its hours and holidays are read only
+    when it has some (`has_hours`, `has_holidays`: annotated by `queue_assign`): most queues are open
+    all the time, and this runs for every new conversation."""
+    if not (queue.has_hours or queue.has_holidays):  # type: ignore[attr-defined]
+        return True
     return queue_open_at(
         at=at,
         timezone_name=queue.timezone,
@@ -266,7 +272,15 @@ def queue_assign(*, queue_id: int, until: int | None = None) -> int:
     meanwhile, the agent's room taken) skips that pair and goes on. While the queue is out of its
     operating hours its items wait (its overflow rules were applied when they were queued), except
     those routing assigned anyway; the assignment sweep gives them out once it opens."""
-    queue = Queue.objects.prefetch_related("operating_hours", "holidays").filter(pk=queue_id).first()
+    queue = (
+        Queue.objects.filter(pk=queue_id)
+        .annotate(
+            has_hours=Exists(QueueOperatingHours.objects.filter(queue_id=OuterRef("pk"))),
+            has_holidays=Exists(QueueHoliday.objects.filter(queue_id=OuterRef("pk"))),
+        )
+        .only("timezone")
+        .first()
+    )
     if queue is None:
         return 0
     waiting = queue_items_waiting(queue_id=queue_id).select_related("workstream")

@@ -341,15 +341,10 @@ def routing_facts_for_conversation(*, conversation: Conversation) -> RoutingFact
 
 def conversation_routing_schedule(*, conversation: Conversation) -> None:
     """Queue the routing of a new conversation (called after the commit that created it, due for
-    routing). A conversation whose account is in no channel instance stays unrouted (logged). A lost
-    enqueue is logged, not raised: the sweep queues it again."""
+    routing; conversation_route records why one whose account is in no channel instance stays
+    unrouted). A lost enqueue is logged, not raised: the sweep queues it again."""
     from .tasks import conversation_route as conversation_route_task
 
-    if not ChannelInstance.objects.filter(messaging_account_id=conversation.messaging_account_id).exists():
-        _routing_skip(
-            conversation_id=conversation.pk, reason="Its messaging account is in no channel instance."
-        )
-        return
     try:
         conversation_route_task.delay(conversation.pk)
     except Exception:

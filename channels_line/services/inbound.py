@@ -98,16 +98,12 @@ def _profile_is_stale(profile: SocialProfile) -> bool:
     )
 
 
-def line_profile_refresh(*, social_profile_pk: int) -> SocialProfile | None:
-    """Fetch display name, picture, status message and language from LINE. A failure is logged and
-    leaves the profile as it was; it is tried again on an event PROFILE_RETRY_AFTER later."""
-    profile = (
-        SocialProfile.objects.select_related("messaging_account__line").filter(pk=social_profile_pk).first()
-    )
-    if profile is None:
-        return None
+def line_profile_refresh(*, profile: SocialProfile, account: MessagingAccount) -> SocialProfile:
+    """Fetch display name, picture, status message and language from LINE (with the token of
+    `account`, the profile's, its LINE channel loaded). A failure is logged and leaves the profile as
+    it was; it is tried again on an event PROFILE_RETRY_AFTER later."""
     try:
-        with line_client(profile.messaging_account.line.channel_access_token) as client, line_errors():
+        with line_client(account.line.channel_access_token) as client, line_errors():
             info = client.api.get_profile(profile.external_id, _request_timeout=client.timeout)
     except Exception as error:  # LINE's refusal, or anything else: the events go on without it
         logger.warning(
@@ -185,8 +181,7 @@ def _profiles_prepare(
             profile, _ = social_profile_ensure(account=accounts[account_id], external_id=user_id)
             known[(account_id, user_id)] = profile
         if source_type == ThreadType.USER and _profile_is_stale(profile):
-            profile = line_profile_refresh(social_profile_pk=profile.pk) or profile
-            known[(account_id, user_id)] = profile
+            line_profile_refresh(profile=profile, account=accounts[account_id])
         profiles[key] = profile
     return profiles
 
@@ -543,7 +538,7 @@ def line_events_process(*, event_pks: Sequence[int]) -> list[LineWebhookEvent]:
     transactions, so that no lock is held while LINE is called. Running it twice changes nothing."""
     # Who the customers are, and their accounts: the events themselves are read when taken.
     own = list(
-        LineWebhookEvent.objects.select_related("messaging_account")
+        LineWebhookEvent.objects.select_related("messaging_account__line")
         .filter(pk__in=list(event_pks), state=EventState.PENDING)
         .order_by("line_timestamp", "id")
         .only("messaging_account", "source_user_id", "source_type", "line_timestamp")

@@ -121,9 +121,11 @@ class TestRoutingANewConversation:
         account = LineMessagingAccountFactory()
 
         conversation = conversation_arrives(account)
+        # Its routing is queued like any other's (one place decides): the task finds no instance.
+        assert routing_enqueued == [conversation.pk]
+        assert conversation_route(conversation_id=conversation.pk) is None
 
         conversation.refresh_from_db()
-        assert routing_enqueued == []
         assert conversation.queue is None and conversation.routing_due_at is None
         assert conversation.routing["outcome"] == "unrouted"
         assert conversation.routing["reason"] == "Its messaging account is in no channel instance."

@@ -26,13 +26,14 @@ pytestmark = pytest.mark.django_db(transaction=True)
 # routing (11): the conversation (with its account, customer and contact), the channel instance's
 # workstream, the first message's text, the workstream with its fallback queue, its rule sets, its
 # route-to-queue rules; the transaction: the decision's UPDATE, the queue's live notice;
-# the assignment up to this item (16): the queue, its hours, its holidays, the next waiting item, the
-# eligible members; the transaction: the conversation locked, the offer, the capacity, the activity,
-# the agent's live notice (in lifecycle.offer_make, with two savepoints), the member's round-robin
-# time. Before routing gave the item out itself: 31 queries in two tasks (routing read the queue, its
-# hours and holidays, which the queue's task read again, and that task looked for a next waiting item
-# once more after this one).
-QUERIES_PER_NEW_CONVERSATION = 27
+# the assignment up to this item (14): the queue (whether it has hours or holidays: these are read
+# only when it has some), the next waiting item, the eligible members; the transaction: the
+# conversation locked, the offer, the capacity, the activity, the agent's live notice (in
+# lifecycle.offer_make, with two savepoints), the member's round-robin time. Before routing gave the
+# item out itself: 31 queries in two tasks (routing read the queue, its hours and holidays, which the
+# queue's task read again, and that task looked for a next waiting item once more after this one);
+# then 27 (the queue's hours and holidays read whether it had some or not).
+QUERIES_PER_NEW_CONVERSATION = 25
 
 
 @pytest.fixture
